@@ -1,0 +1,141 @@
+"""Typed benchmark cases: what one measurement is, and its stable key.
+
+A `Case` is fully resolved (no defaults left to look up) and serialisable, so that it
+can be handed to a worker process and stored in the record it produces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import Enum
+from typing import Any, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ParamValue = Union[int, float, str, bool]
+
+
+class Pass(str, Enum):
+    forward = "forward"
+    backward = "backward"
+    forward_backward = "forward_backward"
+
+    @property
+    def flop_factor(self) -> float:
+        """FLOPs relative to the forward pass (masks.md convention)."""
+        return {Pass.forward: 1.0, Pass.backward: 2.5, Pass.forward_backward: 3.5}[self]
+
+    @property
+    def needs_grad(self) -> bool:
+        return self is not Pass.forward
+
+
+DTYPES = ("float32", "float16", "bfloat16")
+DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+
+
+def canonical_dtype(name: str) -> str:
+    name = DTYPE_ALIASES.get(name, name)
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; use one of {', '.join(DTYPES)} (or fp32, fp16, bf16)")
+    return name
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return getattr(torch, canonical_dtype(name))
+
+
+class MaskChoice(BaseModel):
+    """A mask family and the parameters the suite gave it (defaults are resolved later)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+
+    def label(self) -> str:
+        if not self.params:
+            return self.name
+        inner = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.name}({inner})"
+
+
+class Budget(BaseModel):
+    """How much time a case may spend.
+
+    Warm-up and repeat counts are derived from these times by the timer; the repeat
+    count is then clamped to [min_repeats, max_repeats]. A case predicted to need more
+    than `case_seconds` is skipped, not attempted.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    warmup_seconds: float = Field(0.1, ge=0)
+    measure_seconds: float = Field(0.5, gt=0)
+    min_repeats: int = Field(3, ge=1)
+    max_repeats: int = Field(100, ge=1)
+    case_seconds: float = Field(120.0, gt=0)
+
+
+class Shape(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batch: int = Field(ge=1)
+    heads_q: int = Field(ge=1)
+    heads_kv: int = Field(ge=1)
+    head_dim: int = Field(ge=1)
+    seqlen: int = Field(ge=1)
+
+    @property
+    def gqa_ratio(self) -> int:
+        return self.heads_q // self.heads_kv
+
+
+class Case(BaseModel):
+    """One kernel on one mask, shape, dtype and pass."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    kernel: str
+    mask: MaskChoice
+    shape: Shape
+    dtype: str
+    pass_: Pass = Field(alias="pass")
+    seed: int = 0
+    device: str = "cpu"
+    check_accuracy: bool = True
+    budget: Budget = Field(default_factory=Budget)
+
+    def key(self) -> dict[str, Any]:
+        """The fields that identify this case across runs (compare matches on these)."""
+        return {
+            "kernel": self.kernel,
+            "mask": self.mask.name,
+            "mask_params": dict(sorted(self.mask.params.items())),
+            "batch": self.shape.batch,
+            "heads_q": self.shape.heads_q,
+            "heads_kv": self.shape.heads_kv,
+            "head_dim": self.shape.head_dim,
+            "seqlen": self.shape.seqlen,
+            "dtype": self.dtype,
+            "pass": self.pass_.value,
+            "seed": self.seed,
+        }
+
+    def key_id(self) -> str:
+        blob = json.dumps(self.key(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+    def inputs_key(self) -> tuple:
+        """Cases with equal inputs_key share inputs and reference results."""
+        return (self.mask.name, tuple(sorted(self.mask.params.items())), self.shape, self.dtype, self.seed, self.device)
+
+    def label(self) -> str:
+        s = self.shape
+        return (
+            f"{self.kernel} {self.mask.label()} S={s.seqlen} b={s.batch} h={s.heads_q}:{s.heads_kv} "
+            f"d={s.head_dim} {self.dtype} {self.pass_.value}"
+        )

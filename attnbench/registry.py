@@ -1,0 +1,184 @@
+"""One generic registry for kernels, masks and CP methods, plus plugin loading.
+
+Entries are registered with a decorator or as lazy ``"module:attr"`` targets that are
+imported on first use (so heavy back ends cost nothing until asked for). Duplicate names
+are refused; unknown names are answered with "did you mean ...".
+
+Third-party code extends attnbench without editing it: every entry point of the group
+``attnbench.plugins`` and every module named in ``ATTNBENCH_PLUGINS`` (comma-separated)
+is imported once, before the first lookup; importing it registers its entries.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import pkgutil
+import threading
+from importlib import metadata
+from typing import Callable, Generic, Iterator, TypeVar
+
+from attnbench.errors import UnknownNameError, UserError
+
+T = TypeVar("T")
+
+PLUGIN_GROUP = "attnbench.plugins"
+PLUGIN_ENV = "ATTNBENCH_PLUGINS"
+
+
+def _is_lazy(target: object) -> bool:
+    return isinstance(target, str) and ":" in target
+
+
+def import_target(target: str) -> object:
+    """Import ``"package.module:attr"`` and return the attribute."""
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise UserError(f"{module_name!r} has no attribute {attr!r} (target {target!r})") from exc
+
+
+class Registry(Generic[T]):
+    """Name -> object, for one kind of thing ("kernel", "mask", "cp method").
+
+    ``builtin_packages`` are scanned (every module imported) on first lookup, so a new
+    built-in entry is one new file that registers itself, plus nothing else.
+    ``materialize`` turns what was registered into what lookups return (e.g. a class into
+    an instance).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        builtin_packages: tuple[str, ...] = (),
+        materialize: Callable[[object], T] | None = None,
+    ) -> None:
+        self.kind = kind
+        self._builtin_packages = builtin_packages
+        self._materialize = materialize or (lambda obj: obj)  # type: ignore[assignment]
+        self._entries: dict[str, object] = {}
+        self._loaded = False
+        self._lock = threading.RLock()
+
+    # -- registration -------------------------------------------------------------
+    def add(self, name: str, target: object) -> None:
+        """Register `target` (an object, or a lazy ``"module:attr"`` string) as `name`."""
+        with self._lock:
+            if name in self._entries:
+                existing = self._entries[name]
+                if existing is target or (
+                    _is_lazy(existing) and not _is_lazy(target) and self._lazy_points_to(existing, target)
+                ):
+                    self._entries[name] = target
+                    return
+                raise UserError(f"{self.kind} {name!r} is already registered; choose another name")
+            self._entries[name] = target
+
+    def register(self, name: str | None = None) -> Callable[[T], T]:
+        """Decorator: ``@KERNELS.register("my_kernel")``. The name defaults to ``obj.name``."""
+
+        def decorator(obj):
+            key = name or getattr(obj, "name", None)
+            if not key:
+                raise UserError(f"{self.kind} {obj!r} needs a name")
+            self.add(key, obj)
+            return obj
+
+        return decorator
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._entries.pop(name, None)
+
+    @staticmethod
+    def _lazy_points_to(target: str, obj: object) -> bool:
+        module_name, _, attr = target.partition(":")
+        return getattr(obj, "__module__", None) == module_name and getattr(obj, "__name__", None) == attr
+
+    # -- lookup -------------------------------------------------------------------
+    def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded:
+                return
+            self._loaded = True
+            for package_name in self._builtin_packages:
+                package = importlib.import_module(package_name)
+                for info in pkgutil.iter_modules(package.__path__):
+                    if not info.name.startswith("_"):
+                        importlib.import_module(f"{package_name}.{info.name}")
+            load_plugins()
+
+    def get(self, name: str) -> T:
+        self._ensure_loaded()
+        try:
+            target = self._entries[name]
+        except KeyError:
+            raise UnknownNameError(self._unknown_message(name)) from None
+        if _is_lazy(target):
+            obj = self._materialize(import_target(target))  # type: ignore[arg-type]
+        else:
+            obj = self._materialize(target)
+        self._entries[name] = obj
+        return obj  # type: ignore[return-value]
+
+    def _unknown_message(self, name: str) -> str:
+        known = sorted(self._entries)
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        return f"unknown {self.kind} {name!r}{hint} (known: {', '.join(known) or 'none'})"
+
+    def check(self, name: str) -> None:
+        """Raise UnknownNameError (with suggestions) if `name` is not registered."""
+        self._ensure_loaded()
+        if name not in self._entries:
+            raise UnknownNameError(self._unknown_message(name))
+
+    def names(self) -> list[str]:
+        self._ensure_loaded()
+        return sorted(self._entries)
+
+    def items(self) -> Iterator[tuple[str, T]]:
+        for name in self.names():
+            yield name, self.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        self._ensure_loaded()
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+
+# -- plugins --------------------------------------------------------------------------
+_plugins_loaded = False
+_plugin_lock = threading.RLock()
+
+
+def plugin_modules_from_env() -> list[str]:
+    raw = os.environ.get(PLUGIN_ENV, "")
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def load_plugins() -> None:
+    """Import every plugin once: entry points of `attnbench.plugins`, then ATTNBENCH_PLUGINS."""
+    global _plugins_loaded
+    with _plugin_lock:
+        if _plugins_loaded:
+            return
+        _plugins_loaded = True
+        for entry_point in metadata.entry_points(group=PLUGIN_GROUP):
+            try:
+                entry_point.load()
+            except Exception as exc:  # a broken plugin is the user's input: say so in one line
+                raise UserError(f"plugin entry point {entry_point.name!r} ({entry_point.value}) failed to load: {exc}") from exc
+        for module_name in plugin_modules_from_env():
+            try:
+                importlib.import_module(module_name)
+            except Exception as exc:
+                raise UserError(f"{PLUGIN_ENV} module {module_name!r} failed to import: {exc}") from exc
