@@ -1,0 +1,31 @@
+"""Rich rendering of tables and run summaries (the CLI's screens)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from attnbench.results.tables import Table
+
+STATUS_STYLE = {"OOM": "red", "error": "red", "invalid": "magenta", "timeout": "red", "unsupported": "dim", "skipped": "yellow"}
+
+
+def rich_table(table: Table) -> RichTable:
+    out = RichTable(title=table.title, title_justify="left", header_style="bold")
+    out.add_column(table.frame.index.name or "", justify="right")
+    for column in table.frame.columns:
+        out.add_column(str(column), justify="right")
+    for index, row in table.frame.iterrows():
+        cells = []
+        for value in row.tolist():
+            text = str(value)
+            style = next((s for word, s in STATUS_STYLE.items() if text.startswith(word)), None)
+            cells.append(f"[{style}]{text}[/{style}]" if style else text)
+        out.add_row(str(index), *cells)
+    return out
+
+
+def print_tables(console: Console, tables: list[Table]) -> None:
+    for table in tables:
+        console.print(rich_table(table))
+        console.print()

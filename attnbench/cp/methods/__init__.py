@@ -1,0 +1,1 @@
+"""Built-in CP methods; every module here registers itself in CP_METHODS."""

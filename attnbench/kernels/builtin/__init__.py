@@ -1,0 +1,1 @@
+"""Built-in kernels; every module here registers itself in KERNELS."""

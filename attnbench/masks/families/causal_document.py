@@ -1,0 +1,17 @@
+"""causal_document: doc(i) == doc(j) and j <= i."""
+
+from attnbench.masks.convert import VarlenForm
+from attnbench.masks.families._common import DISTRIBUTION, SEED, documents
+from attnbench.masks.mask import MaskParts, register_mask
+from attnbench.masks.slices import SliceKind, SliceTable
+
+
+@register_mask("causal_document", description="doc(i) == doc(j) and j <= i", params=[DISTRIBUTION, SEED],
+               uses_documents=True)
+def causal_document(seqlen: int, params: dict, heads: int) -> MaskParts:
+    starts, drawn = documents(seqlen, params)
+    s, e = starts[:-1], starts[1:]
+    return MaskParts(
+        SliceTable.of(s, e, s, e, SliceKind.CAUSAL), doc_starts=starts, drawn=drawn,
+        varlen=VarlenForm(cu_seqlens=starts, causal=True),
+    )

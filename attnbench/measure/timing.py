@@ -1,0 +1,235 @@
+"""Timing of a zero-argument closure.
+
+The design follows ``triton.testing.do_bench`` (one pair of CUDA events per iteration,
+the L2 cache flushed before every iteration, warm-up and repeat counts derived from a
+time budget) and tritonbench (the harness times a closure; the kernel adapter decides
+what the closure does).
+
+Protocol of :func:`time_fn`:
+
+1. one first call (it may compile or autotune), untimed;
+2. a few iterations to estimate the cost of one iteration (wall clock of setup, L2
+   flush and ``fn`` together, since that is what the case spends);
+3. ``warmup = ceil(budget.warmup_seconds / estimate)`` warm-up iterations;
+4. ``repeats = ceil(budget.measure_seconds / estimate)`` clamped to
+   ``[budget.min_repeats, budget.max_repeats]`` timed iterations, every sample kept.
+
+Only ``fn`` is inside the timed region. ``setup`` (if given) runs untimed before every
+iteration, warm-up ones included, and its return value is passed to ``fn``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from attnbench.cases import Budget
+
+#: Upper bound on warm-up iterations (the time budget bounds them anyway; this only
+#: protects against an absurd estimate for a near-empty closure).
+MAX_WARMUP = 10_000
+#: Iterations used to estimate the per-iteration time (fewer when they are slow).
+ESTIMATE_ITERATIONS = 5
+#: L2 flush buffer when the device does not report its L2 size.
+FALLBACK_FLUSH_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class Samples:
+    """Every timed sample of one measurement, in seconds."""
+
+    times_s: list[float]
+    warmup: int
+    method: str  # "cuda_event" or "perf_counter"
+
+    def _percentile(self, q: float) -> float:
+        if not self.times_s:
+            return float("nan")
+        return float(np.percentile(np.asarray(self.times_s, dtype=np.float64), q, method="linear"))
+
+    @property
+    def median_s(self) -> float:
+        return self._percentile(50)
+
+    @property
+    def p20_s(self) -> float:
+        return self._percentile(20)
+
+    @property
+    def p80_s(self) -> float:
+        return self._percentile(80)
+
+    @property
+    def repeats(self) -> int:
+        return len(self.times_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["times_s"] = [float(t) for t in self.times_s]
+        d.update(repeats=self.repeats, median_s=self.median_s, p20_s=self.p20_s, p80_s=self.p80_s)
+        return d
+
+
+def _ceil_ratio(seconds: float, est: float) -> int:
+    # ceil that ignores float noise (0.07 / 0.01 == 7.000000000000001 means 7)
+    return math.ceil(seconds / est * (1 - 1e-9))
+
+
+def plan_iterations(estimate_s: float, budget: Budget) -> tuple[int, int]:
+    """(warm-up count, repeat count) for one iteration costing ``estimate_s`` seconds."""
+    est = max(float(estimate_s), 1e-9)
+    if budget.warmup_seconds <= 0:
+        warmup = 0
+    else:
+        warmup = min(MAX_WARMUP, max(1, _ceil_ratio(budget.warmup_seconds, est)))
+    repeats = _ceil_ratio(budget.measure_seconds, est)
+    lo, hi = budget.min_repeats, max(budget.min_repeats, budget.max_repeats)
+    repeats = int(min(max(repeats, lo), hi))
+    return int(warmup), repeats
+
+
+def estimate_iteration_seconds(
+    iteration: Callable[[], Any],
+    *,
+    sync: Callable[[], None] | None = None,
+    n: int = ESTIMATE_ITERATIONS,
+    max_seconds: float = 0.1,
+) -> float:
+    """Mean wall-clock seconds of ``iteration()``.
+
+    Runs up to ``n`` iterations (at least one), stopping early once ``max_seconds``
+    have been spent. ``sync`` (e.g. ``torch.cuda.synchronize``) is called before the
+    clock starts and before it is read, so queued device work is included.
+    """
+    sync = sync or (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    count = 0
+    while True:
+        iteration()
+        count += 1
+        if count >= n:
+            break
+        sync()
+        if time.perf_counter() - t0 >= max_seconds:
+            break
+    sync()
+    return (time.perf_counter() - t0) / count
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+def l2_flush_bytes(dev: torch.device) -> int:
+    """Size of the buffer zeroed to flush L2: twice the L2 size (fallback 256 MiB)."""
+    try:
+        l2 = int(getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 0) or 0)
+    except Exception:  # noqa: BLE001 - any failure means "unknown"
+        l2 = 0
+    return 2 * l2 if l2 > 0 else FALLBACK_FLUSH_BYTES
+
+
+def time_fn(
+    fn: Callable[..., Any],
+    *,
+    device: str | torch.device,
+    budget: Budget,
+    setup: Callable[[], Any] | None = None,
+    flush_l2: bool = True,
+) -> Samples:
+    """Time ``fn`` on ``device`` under ``budget`` (see the module docstring)."""
+    dev = _resolve_device(device)
+    if dev.type == "cuda":
+        return _time_cuda(fn, dev, budget, setup, flush_l2)
+    return _time_cpu(fn, budget, setup)
+
+
+def _estimate_limit(budget: Budget) -> float:
+    # Spend at most a tenth of the case's measuring budget on the estimate
+    # (but always at least one iteration).
+    return 0.1 * (budget.warmup_seconds + budget.measure_seconds)
+
+
+def _time_cpu(fn, budget: Budget, setup) -> Samples:
+    def iteration():
+        if setup is not None:
+            fn(setup())
+        else:
+            fn()
+
+    iteration()  # first call: may compile
+    est = estimate_iteration_seconds(iteration, max_seconds=_estimate_limit(budget))
+    warmup, repeats = plan_iterations(est, budget)
+    for _ in range(warmup):
+        iteration()
+
+    times: list[float] = []
+    perf = time.perf_counter
+    for _ in range(repeats):
+        if setup is not None:
+            arg = setup()
+            t0 = perf()
+            fn(arg)
+            t1 = perf()
+        else:
+            t0 = perf()
+            fn()
+            t1 = perf()
+        times.append(t1 - t0)
+    return Samples(times_s=times, warmup=warmup, method="perf_counter")
+
+
+def _time_cuda(fn, dev: torch.device, budget: Budget, setup, flush_l2: bool) -> Samples:
+    with torch.cuda.device(dev):
+        cache = None
+        if flush_l2:
+            cache = torch.empty(l2_flush_bytes(dev), dtype=torch.int8, device=dev)
+
+        def sync():
+            torch.cuda.synchronize(dev)
+
+        def prepare():
+            arg = setup() if setup is not None else None
+            if cache is not None:
+                cache.zero_()
+            return arg
+
+        def call(arg):
+            if setup is not None:
+                fn(arg)
+            else:
+                fn()
+
+        def iteration():
+            call(prepare())
+
+        iteration()  # first call: may compile
+        sync()
+        est = estimate_iteration_seconds(iteration, sync=sync, max_seconds=_estimate_limit(budget))
+        warmup, repeats = plan_iterations(est, budget)
+        for _ in range(warmup):
+            iteration()
+
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+        for i in range(repeats):
+            arg = prepare()  # setup and L2 flush stay outside the events
+            starts[i].record()
+            call(arg)
+            ends[i].record()
+        sync()
+        times = [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)]
+        del cache
+    return Samples(times_s=times, warmup=warmup, method="cuda_event")

@@ -1,0 +1,117 @@
+"""The record schema: one JSON line per case, and run.json per run.
+
+Numbers are numbers or null, never codes: what happened is `status` (+ `reason`).
+Bump SCHEMA_VERSION on any incompatible change; readers refuse other versions by name.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from attnbench.cases import Case
+
+SCHEMA_VERSION = 1
+
+
+class Status(str, Enum):
+    ok = "ok"  # measured, accurate, plausible
+    unsupported = "unsupported"  # the kernel cannot run this combination (reason says why); not attempted
+    skipped = "skipped"  # predicted over the case budget or the free memory; not attempted
+    oom = "oom"  # ran out of memory
+    timeout = "timeout"  # exceeded the per-case time limit
+    error = "error"  # raised or crashed
+    invalid = "invalid"  # ran, but the numbers cannot be trusted (accuracy, NaN, above device peak)
+
+    @property
+    def attempted(self) -> bool:
+        return self not in (Status.unsupported, Status.skipped)
+
+
+class Timing(BaseModel):
+    method: str  # "cuda_event" or "perf_counter"
+    warmup: int
+    repeats: int
+    median_s: float
+    p20_s: float
+    p80_s: float
+    samples_s: list[float]
+
+
+class Memory(BaseModel):
+    peak_bytes: Optional[int] = None
+    method: str  # "cuda_max_memory_allocated", "linux_vmhwm" or "unavailable"
+
+
+class TensorAccuracy(BaseModel):
+    max_abs: Optional[float] = None
+    rel_l2: Optional[float] = None
+    tolerance: Optional[float] = None  # on rel_l2
+    has_nan: bool = False
+    ok: bool = True
+
+
+class Accuracy(BaseModel):
+    reference: str  # e.g. "float64 cpu, query chunks"
+    tensors: dict[str, TensorAccuracy]
+    ok: bool
+
+
+class Prediction(BaseModel):
+    seconds_per_iteration: Optional[float] = None
+    case_seconds: Optional[float] = None
+    bytes: Optional[int] = None
+    free_bytes: Optional[int] = None
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    case_id: str
+    key: dict[str, Any]
+    case: Case
+    status: Status
+    reason: Optional[str] = None
+    mask: Optional[dict[str, Any]] = None  # Mask.info(): area, density, slices, documents, seed, hash
+    flops: Optional[float] = None
+    tflops: Optional[float] = None
+    timing: Optional[Timing] = None
+    memory: Optional[Memory] = None
+    accuracy: Optional[Accuracy] = None
+    prediction: Optional[Prediction] = None
+    started_at: str
+    duration_s: float
+    detail: Optional[str] = None  # traceback or stderr tail for error-like statuses
+
+    def to_json_line(self) -> str:
+        return self.model_dump_json(by_alias=True)
+
+
+class SuiteInfo(BaseModel):
+    path: Optional[str] = None
+    name: str
+    profile: Optional[str] = None
+    profile_reason: Optional[str] = None
+    sha256: str
+    document: dict[str, Any]
+    filters: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    attnbench_version: str
+    suite: SuiteInfo
+    environment: dict[str, Any]
+    calibration: dict[str, Any] = Field(default_factory=dict)
+    started_at: str
+    ended_at: Optional[str] = None
+    state: str = "running"  # running, complete, interrupted, failed
+    case_count: int = 0
+    status_counts: dict[str, int] = Field(default_factory=dict)

@@ -1,0 +1,64 @@
+"""Turn a validated suite into its list of cases (the cartesian product of its axes)."""
+
+from __future__ import annotations
+
+import itertools
+
+from attnbench.cases import Case, Pass, Shape
+from attnbench.suite.schema import Suite
+
+
+def cuda_is_available() -> bool:
+    try:
+        import torch
+    except Exception:  # pragma: no cover - torch is a dependency
+        return False
+    try:
+        return bool(torch.cuda.is_available())
+    except Exception:  # pragma: no cover
+        return False
+
+
+def resolve_device(device: str, cuda_available: bool) -> str:
+    if device == "auto":
+        return "cuda" if cuda_available else "cpu"
+    return device
+
+
+def expand_cases(suite: Suite, *, cuda_available: bool | None = None) -> list[Case]:
+    """All cases of `suite`, in run order.
+
+    Order: for dtype, for pass, for heads_kv, for head_dim, for mask, for seqlen, for
+    kernel. The kernel is innermost, so the kernels on the same inputs run one after the
+    other (interleaved, sharing inputs and the accuracy reference).
+    """
+    if cuda_available is None:
+        cuda_available = cuda_is_available()
+    d = suite.defaults
+    device = resolve_device(d.device, cuda_available)
+    budget = d.budget.to_budget()
+    masks = [m.choice() for m in suite.sweep.masks]
+    cases: list[Case] = []
+    for dtype, pass_name, heads_kv, head_dim, mask, seqlen, kernel in itertools.product(
+        suite.dtypes(),
+        suite.passes(),
+        suite.heads_kv(),
+        suite.head_dims(),
+        masks,
+        suite.sweep.seqlens,
+        suite.sweep.kernels,
+    ):
+        cases.append(
+            Case(
+                kernel=kernel,
+                mask=mask,
+                shape=Shape(batch=d.batch, heads_q=d.heads_q, heads_kv=heads_kv, head_dim=head_dim, seqlen=seqlen),
+                dtype=dtype,
+                pass_=Pass(pass_name),
+                seed=d.seed,
+                device=device,
+                check_accuracy=d.check_accuracy,
+                budget=budget,
+            )
+        )
+    return cases

@@ -1,0 +1,283 @@
+"""The suite file format: pydantic models (unknown keys are refused).
+
+A suite is a YAML mapping::
+
+    name: longctx                      # required, letters, digits, '_', '.', '-'
+    description: "..."                 # optional
+    defaults:                          # values applied to every case
+      batch: 1                         # default 1
+      heads_q: 64                      # required
+      heads_kv: 8                      # default: heads_q; or the sweep.heads_kv axis
+      head_dim: 128                    # required unless sweep.head_dims is given
+      dtype: bf16                      # float32|float16|bfloat16 or fp32|fp16|bf16;
+                                       #   required unless sweep.dtypes is given
+      passes: [forward, backward]      # forward|backward|forward_backward (or fwd, bwd,
+                                       #   fwd_bwd); default [forward]
+      seed: 0                          # input tensor seed, default 0
+      device: auto                     # auto|cpu|cuda; auto = cuda if available
+      check_accuracy: true             # default true
+      budget: {warmup_seconds: 0.2, measure_seconds: 1.0, min_repeats: 3,
+               max_repeats: 100, case_seconds: 300}
+    sweep:                             # axes; the cases are their cartesian product
+      kernels: [naive, sdpa, flex]     # required, registered kernel names
+      masks:                           # required: a name, or a mapping with `name`
+        - full                         #   and the mask's parameters (masks.md)
+        - {name: sliding_window, window: 1024}
+      seqlens: [1K, 2K, 4K]            # required: ints or K/M strings (1K = 1024,
+                                       #   1M = 1048576), case-insensitive
+      dtypes: [bf16]                   # optional axis; overrides defaults.dtype
+      passes: [forward, backward]      # optional axis; overrides defaults.passes
+      heads_kv: [8]                    # optional axis; overrides defaults.heads_kv
+      head_dims: [128]                 # optional axis; overrides defaults.head_dim
+    profiles:                          # optional named overrides, deep-merged onto the
+      cpu:                             #   document: mappings merge, lists and scalars
+        description: "..."             #   replace. Without CUDA a `cpu` profile is
+        defaults: {heads_q: 8}         #   selected automatically.
+        sweep: {seqlens: [256, 512]}
+
+Types are strict: ``heads_q: "8"`` or ``heads_q: 8.0`` are errors, not conversions.
+The models here check one value at a time; checks across values (kernel and mask names,
+mask parameters, duplicates, heads_q divisible by heads_kv, min_repeats <= max_repeats)
+live in `attnbench.suite.load`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from attnbench.cases import Budget, MaskChoice, canonical_dtype
+from attnbench.errors import UserError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+PASS_ALIASES = {
+    "forward": "forward",
+    "fwd": "forward",
+    "backward": "backward",
+    "bwd": "backward",
+    "forward_backward": "forward_backward",
+    "fwd_bwd": "forward_backward",
+}
+DEVICES = ("auto", "cpu", "cuda")
+
+_SEQLEN_RE = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")
+_SUFFIX = {"": 1, "k": 1024, "m": 1024 * 1024}
+
+
+def parse_seqlen(value: Any) -> int:
+    """``1024``, ``"1K"`` / ``"1k"`` (1024), ``"2M"`` (2097152) -> int. Raises UserError."""
+    if isinstance(value, bool):
+        raise UserError(f"seqlen must be an integer or a K/M string like 4K (got {value!r})")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        match = _SEQLEN_RE.match(value)
+        if match:
+            return int(match.group(1)) * _SUFFIX[match.group(2).lower()]
+        raise UserError(f"cannot read seqlen {value!r}; write an integer or a number with a K or M suffix (1K = 1024)")
+    raise UserError(f"seqlen must be an integer or a K/M string like 4K (got {value!r})")
+
+
+def canonical_pass(name: str) -> str:
+    try:
+        return PASS_ALIASES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown pass {name!r}; use forward, backward or forward_backward (or fwd, bwd, fwd_bwd)"
+        ) from None
+
+
+def _seqlen_before(value: Any) -> Any:
+    try:
+        return parse_seqlen(value)
+    except UserError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _dtype_after(value: str) -> str:
+    return canonical_dtype(value)  # ValueError with a hint
+
+
+def _name_after(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError(f"must use only letters, digits, '_', '.' and '-' (got {value!r})")
+    return value
+
+
+def _nonempty(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _mask_before(value: Any) -> Any:
+    """``"causal"`` or ``{name: sliding_window, window: 64}`` -> ``{name, params}``."""
+    if isinstance(value, MaskSpec):
+        return value
+    if isinstance(value, str):
+        return {"name": value, "params": {}}
+    if isinstance(value, dict):
+        if "name" not in value:
+            raise ValueError("a mask mapping needs a `name` key; write e.g. {name: sliding_window, window: 1024}")
+        return {"name": value["name"], "params": {k: v for k, v in value.items() if k != "name"}}
+    raise ValueError(f"a mask is a name or a mapping with `name` and parameters (got {value!r})")
+
+
+def _param_before(value: Any) -> Any:
+    if not isinstance(value, (bool, int, float, str)):
+        raise ValueError(f"a mask parameter must be a number, string or boolean (got {_kind(value)})")
+    return value
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "null" if value is None else repr(value)
+
+
+def _param_after(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number (got {value!r})")
+    return value
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+Seqlen = Annotated[int, BeforeValidator(_seqlen_before), Field(ge=1)]
+DType = Annotated[str, AfterValidator(_dtype_after)]
+PassName = Annotated[str, AfterValidator(canonical_pass)]
+KernelName = Annotated[str, AfterValidator(_nonempty)]
+ParamScalar = Annotated[Union[bool, int, float, str], BeforeValidator(_param_before), AfterValidator(_param_after)]
+
+_B = Budget.model_fields
+
+
+class BudgetSpec(BaseModel):
+    """Time allowed per case (see `attnbench.cases.Budget`); min_repeats <= max_repeats."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    warmup_seconds: float = Field(_B["warmup_seconds"].default, ge=0)
+    measure_seconds: float = Field(_B["measure_seconds"].default, gt=0)
+    min_repeats: int = Field(_B["min_repeats"].default, ge=1)
+    max_repeats: int = Field(_B["max_repeats"].default, ge=1)
+    case_seconds: float = Field(_B["case_seconds"].default, gt=0)
+
+    def to_budget(self) -> Budget:
+        return Budget(**self.model_dump())
+
+
+class Defaults(BaseModel):
+    """Values shared by every case. A sweep axis (dtypes, passes, heads_kv, head_dims)
+    overrides the matching default."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    batch: PositiveInt = 1
+    heads_q: Optional[PositiveInt] = None  # required (checked in load)
+    heads_kv: Optional[PositiveInt] = None  # None: same as heads_q
+    head_dim: Optional[PositiveInt] = None  # required unless sweep.head_dims
+    dtype: Optional[DType] = None  # required unless sweep.dtypes
+    passes: list[PassName] = Field(default_factory=lambda: ["forward"], min_length=1)
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    check_accuracy: bool = True
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+
+
+class MaskSpec(BaseModel):
+    """One entry of ``sweep.masks``: a name, or ``{name: ..., <param>: <value>, ...}``.
+    Parameters are kept as written (defaults are resolved by the mask family later)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    name: Annotated[str, AfterValidator(_nonempty)]
+    params: dict[str, ParamScalar] = Field(default_factory=dict)
+
+    def choice(self) -> MaskChoice:
+        return MaskChoice(name=self.name, params=dict(self.params))
+
+
+MaskEntry = Annotated[MaskSpec, BeforeValidator(_mask_before)]
+
+
+class Sweep(BaseModel):
+    """Axes of the cartesian product. kernels, masks and seqlens are required; the others
+    are optional and replace the matching `defaults` value when given."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    kernels: list[KernelName] = Field(min_length=1)
+    masks: list[MaskEntry] = Field(min_length=1)
+    seqlens: list[Seqlen] = Field(min_length=1)
+    dtypes: Optional[list[DType]] = Field(None, min_length=1)
+    passes: Optional[list[PassName]] = Field(None, min_length=1)
+    heads_kv: Optional[list[PositiveInt]] = Field(None, min_length=1)
+    head_dims: Optional[list[PositiveInt]] = Field(None, min_length=1)
+
+
+class Suite(BaseModel):
+    """A resolved suite document (after a profile, if any, was merged in; no `profiles`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Annotated[str, AfterValidator(_name_after)]
+    description: Optional[str] = None
+    defaults: Defaults = Field(default_factory=Defaults)
+    sweep: Sweep
+
+    # -- the axes, with defaults applied ------------------------------------------------
+    def dtypes(self) -> list[str]:
+        return list(self.sweep.dtypes) if self.sweep.dtypes else [self.defaults.dtype]  # type: ignore[list-item]
+
+    def passes(self) -> list[str]:
+        return list(self.sweep.passes) if self.sweep.passes else list(self.defaults.passes)
+
+    def heads_kv(self) -> list[int]:
+        if self.sweep.heads_kv:
+            return list(self.sweep.heads_kv)
+        return [self.defaults.heads_kv or self.defaults.heads_q]  # type: ignore[list-item]
+
+    def head_dims(self) -> list[int]:
+        return list(self.sweep.head_dims) if self.sweep.head_dims else [self.defaults.head_dim]  # type: ignore[list-item]
+
+
+class Profile(BaseModel):
+    """One entry of ``profiles``: partial `description`, `defaults` and `sweep` sections,
+    deep-merged onto the document (mappings merge; lists and scalars replace)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    description: Optional[str] = None
+    defaults: Optional[dict[str, Any]] = None
+    sweep: Optional[dict[str, Any]] = None
+
+
+class SuiteFile(Suite):
+    """The document as written: a `Suite` plus its `profiles`."""
+
+    profiles: dict[str, Profile] = Field(default_factory=dict)
+
+
+# Which model describes the mapping at a (wildcarded) path of the raw document.
+SECTION_MODELS: dict[tuple, type[BaseModel]] = {
+    (): SuiteFile,
+    ("defaults",): Defaults,
+    ("defaults", "budget"): BudgetSpec,
+    ("sweep",): Sweep,
+    ("profiles", "*"): Profile,
+    ("profiles", "*", "defaults"): Defaults,
+    ("profiles", "*", "defaults", "budget"): BudgetSpec,
+    ("profiles", "*", "sweep"): Sweep,
+}
+
+
+def allowed_keys(model: type[BaseModel]) -> list[str]:
+    return [name for name, info in model.model_fields.items() if info.alias is None] + [
+        info.alias for info in model.model_fields.values() if info.alias
+    ]
