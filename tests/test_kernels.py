@@ -84,3 +84,12 @@ def test_support_declared_as_data_with_reasons():
     assert "causal_document" in cudnn_support.reason_against(case)
     describe = KERNELS.get("sdpa_flash").describe("cpu")
     assert describe["available"] and set(describe["support"]) == {"cpu", "cuda"}
+
+
+def test_sdpa_uses_is_causal_not_a_dense_mask_for_full_and_causal():
+    from attnbench.kernels.builtin.sdpa import single_block_causality
+
+    assert single_block_causality(build_mask("causal", 64)) is True
+    assert single_block_causality(build_mask("full", 64)) is False
+    for other in ("sliding_window_causal", "causal_document", "sliding_window"):
+        assert single_block_causality(build_mask(other, 4096)) is None

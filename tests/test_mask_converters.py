@@ -75,7 +75,7 @@ def eval_mask_mod(mask, mod=None) -> torch.Tensor:
 
 # -- one property per converter, for every mask ------------------------------------------------
 @pytest.mark.parametrize("name", NAMES)
-@settings(max_examples=20, **SETTINGS)
+@settings(max_examples=15, **SETTINGS)
 @given(data=st.data())
 def test_converters_agree(name, data):
     mask = data.draw(masks(name))

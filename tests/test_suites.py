@@ -164,7 +164,7 @@ def test_longctx_cpu_profile_automatic_and_explicit(fake_registries):
     assert len(auto.cases) == 7 * 13 * 2 * 2
     assert {c.shape.seqlen for c in auto.cases} == {512, 1024}
     assert {(c.shape.heads_q, c.shape.heads_kv, c.shape.head_dim, c.dtype) for c in auto.cases} == {(8, 1, 64, "float32")}
-    assert {c.mask.params.get("window") for c in auto.cases} == {None, 128}
+    assert {c.mask.params.get("window") for c in auto.cases} == {None, 256}
     assert {c.mask.name for c in auto.cases} == set(FAKE_MASK_PARAMS)
     explicit = load_suite(LONGCTX, "cpu", cuda_available=True)
     assert explicit.profile == "cpu" and explicit.sha256 == auto.sha256
@@ -206,13 +206,13 @@ def test_case_count_is_product_and_kernel_innermost(fake_registries, tmp_path):
     assert len(s.cases) == 2 * 2 * 2 * 2 * 3 * 2 * 2
     expected = [
         (dt, p, hkv, hd, m, sl, k)
-        for dt, p, hkv, hd, m, sl, k in itertools.product(
+        for dt, hkv, hd, m, sl, p, k in itertools.product(
             ["float32", "bfloat16"],
-            ["forward", "forward_backward"],
             [1, 4],
             [16, 32],
             ["full", "causal", "sliding_window"],
             [64, 1024],
+            ["forward", "forward_backward"],
             ["naive", "sdpa"],
         )
     ]
@@ -224,6 +224,9 @@ def test_case_count_is_product_and_kernel_innermost(fake_registries, tmp_path):
     # consecutive pairs share inputs: kernel is the innermost loop
     for a, b in zip(s.cases[::2], s.cases[1::2]):
         assert a.inputs_key() == b.inputs_key() and a.pass_ == b.pass_ and a.kernel != b.kernel
+    # and the passes of one problem follow each other: one set of inputs per problem
+    for group in (s.cases[i : i + 4] for i in range(0, len(s.cases), 4)):
+        assert len({c.inputs_key() for c in group}) == 1 and len({c.pass_ for c in group}) == 2
 
 
 def test_expand_cases_directly_and_device():

@@ -11,7 +11,7 @@ STATUS_STYLE = {"OOM": "red", "error": "red", "invalid": "magenta", "timeout": "
 
 
 def rich_table(table: Table) -> RichTable:
-    out = RichTable(title=table.title, title_justify="left", header_style="bold")
+    out = RichTable(header_style="bold")
     out.add_column(table.frame.index.name or "", justify="right")
     for column in table.frame.columns:
         out.add_column(str(column), justify="right")
@@ -27,5 +27,7 @@ def rich_table(table: Table) -> RichTable:
 
 def print_tables(console: Console, tables: list[Table]) -> None:
     for table in tables:
+        # the title on its own line: a rich table title wraps at the (narrow) table width
+        console.print(f"[bold]{table.title}[/bold]", highlight=False)
         console.print(rich_table(table))
         console.print()

@@ -132,13 +132,15 @@ def run_with_progress(console: Console, suite, out_root: Path) -> Path:
 
 
 def print_run(console: Console, run) -> None:
-    from attnbench.results.tables import memory_tables, performance_tables, records_frame
+    from attnbench.results.tables import memory_tables, never_run, performance_tables, records_frame
 
     for warning in run.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     frame = records_frame(run.records)
     print_tables(console, performance_tables(frame))
     print_tables(console, memory_tables(frame))
+    for kernel, reason in never_run(frame).items():
+        console.print(f"[dim]{kernel}: not run in any case ({reason})[/dim]")
     counts = Counter(r.status.value for r in run.records)
     summary = ", ".join(f"{n} {s}" for s, n in counts.most_common())
     console.print(f"{len(run.records)} records ({summary}); state: {run.info.state}")

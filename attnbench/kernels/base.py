@@ -108,6 +108,7 @@ class MemoryModel:
     """Bytes a kernel needs beyond its inputs and outputs, for the pre-run prediction."""
 
     per_score: float = 0.0  # bytes per (batch, head_q, query, key) element it materialises
+    per_mask_element: float = 0.0  # bytes per (query, key) of a head-shared dense mask
     per_token_head: float = 0.0  # bytes per (batch, head_q, token, head_dim) element
 
 
@@ -158,7 +159,12 @@ class Kernel:
 
     def extra_memory_bytes(self, batch: int, heads_q: int, seqlen: int, head_dim: int) -> int:
         m = self.memory
-        return int(m.per_score * batch * heads_q * seqlen * seqlen + m.per_token_head * batch * heads_q * seqlen * head_dim)
+        square = seqlen * seqlen
+        return int(
+            m.per_score * batch * heads_q * square
+            + m.per_mask_element * square
+            + m.per_token_head * batch * heads_q * seqlen * head_dim
+        )
 
     def describe(self, device: str) -> dict:
         available = self.availability(device)

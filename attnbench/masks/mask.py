@@ -211,7 +211,10 @@ class Mask:
         if not family.dynamic and table.head is not None:
             raise RuntimeError(f"mask {family.name!r}: a static mask has head-shared slices")
         areas = table.areas()
-        table = table.select(areas > 0).sorted()
+        keep = np.nonzero(areas > 0)[0]
+        table = table.select(keep)
+        order = np.lexsort((table.k0, table.q0) if table.head is None else (table.k0, table.q0, table.head))
+        table, areas = table.select(order), areas[keep][order]
         if len(table) and (
             int(table.q0.min()) < 0 or int(table.k0.min()) < 0
             or int(table.q1.max()) > seqlen or int(table.k1.max()) > seqlen
@@ -226,7 +229,7 @@ class Mask:
             doc_starts.setflags(write=False)
         return cls(
             name=family.name, seqlen=int(seqlen), heads=int(heads), params=params, slices=table,
-            doc_starts=doc_starts, area_total=int(table.areas().sum()), varlen=parts.varlen,
+            doc_starts=doc_starts, area_total=int(areas.sum()), varlen=parts.varlen,
             dynamic=family.dynamic,
         )
 

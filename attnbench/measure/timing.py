@@ -148,12 +148,17 @@ def time_fn(
     budget: Budget,
     setup: Callable[[], Any] | None = None,
     flush_l2: bool = True,
+    first_call: bool = True,
 ) -> Samples:
-    """Time ``fn`` on ``device`` under ``budget`` (see the module docstring)."""
+    """Time ``fn`` on ``device`` under ``budget`` (see the module docstring).
+
+    ``first_call=False`` skips the untimed first call (compilation, lazy initialisation)
+    when the caller has already run ``fn`` once, e.g. to check its accuracy.
+    """
     dev = _resolve_device(device)
     if dev.type == "cuda":
-        return _time_cuda(fn, dev, budget, setup, flush_l2)
-    return _time_cpu(fn, budget, setup)
+        return _time_cuda(fn, dev, budget, setup, flush_l2, first_call)
+    return _time_cpu(fn, budget, setup, first_call)
 
 
 def _estimate_limit(budget: Budget) -> float:
@@ -162,14 +167,15 @@ def _estimate_limit(budget: Budget) -> float:
     return 0.1 * (budget.warmup_seconds + budget.measure_seconds)
 
 
-def _time_cpu(fn, budget: Budget, setup) -> Samples:
+def _time_cpu(fn, budget: Budget, setup, first_call: bool) -> Samples:
     def iteration():
         if setup is not None:
             fn(setup())
         else:
             fn()
 
-    iteration()  # first call: may compile
+    if first_call:
+        iteration()  # may compile
     est = estimate_iteration_seconds(iteration, max_seconds=_estimate_limit(budget))
     warmup, repeats = plan_iterations(est, budget)
     for _ in range(warmup):
@@ -191,7 +197,7 @@ def _time_cpu(fn, budget: Budget, setup) -> Samples:
     return Samples(times_s=times, warmup=warmup, method="perf_counter")
 
 
-def _time_cuda(fn, dev: torch.device, budget: Budget, setup, flush_l2: bool) -> Samples:
+def _time_cuda(fn, dev: torch.device, budget: Budget, setup, flush_l2: bool, first_call: bool) -> Samples:
     with torch.cuda.device(dev):
         cache = None
         if flush_l2:
@@ -215,7 +221,8 @@ def _time_cuda(fn, dev: torch.device, budget: Budget, setup, flush_l2: bool) -> 
         def iteration():
             call(prepare())
 
-        iteration()  # first call: may compile
+        if first_call:
+            iteration()  # may compile
         sync()
         est = estimate_iteration_seconds(iteration, sync=sync, max_seconds=_estimate_limit(budget))
         warmup, repeats = plan_iterations(est, budget)

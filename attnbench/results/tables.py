@@ -77,12 +77,22 @@ class Table:
     frame: pd.DataFrame  # string cells, index = row label
 
 
+def never_run(frame: pd.DataFrame) -> dict[str, str]:
+    """Kernels with no attempted case at all (kernel -> the first reason), left out of the tables."""
+    out = {}
+    for kernel, group in frame.groupby("kernel", sort=False):
+        if set(group["status"]) <= {"unsupported"}:
+            out[kernel] = str(group["reason"].iloc[0])
+    return out
+
+
 def _group_title(keys: dict) -> str:
     return " | ".join(f"{v}" if k in ("mask", "pass") else f"{k}={v}" for k, v in keys.items())
 
 
 def performance_tables(frame: pd.DataFrame) -> list[Table]:
     """TFLOPs/s per (mask, pass [, dtype, shape where they vary]): seqlen x kernel."""
+    frame = frame[~frame["kernel"].isin(never_run(frame))]
     if frame.empty:
         return []
     kernels = list(dict.fromkeys(frame["kernel"]))
@@ -102,6 +112,7 @@ def performance_tables(frame: pd.DataFrame) -> list[Table]:
 
 def memory_tables(frame: pd.DataFrame) -> list[Table]:
     """Peak memory (MiB) per pass: (mask, seqlen) x kernel."""
+    frame = frame[~frame["kernel"].isin(never_run(frame))]
     if frame.empty:
         return []
     kernels = list(dict.fromkeys(frame["kernel"]))
@@ -137,4 +148,5 @@ def write_tables(run_dir: Path) -> None:
     frame.to_csv(Path(run_dir) / "summary.csv", index=False)
     parts = [f"# attnbench run {run.info.run_id}: {run.info.suite.name}\n"]
     parts += [to_markdown(t) for t in performance_tables(frame) + memory_tables(frame)]
+    parts += [f"- `{kernel}` not run: {reason}" for kernel, reason in never_run(frame).items()]
     (Path(run_dir) / "tables.md").write_text("\n".join(parts), encoding="utf-8")

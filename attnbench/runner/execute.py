@@ -32,6 +32,8 @@ class CaseContext:
     run_id: str
     matmul_tflops: dict[str, float] = field(default_factory=dict)
     peak_tflops: dict[str, float] = field(default_factory=dict)
+    #: inputs for which some case of the run needs gradients: their reference gets them at once
+    grad_inputs: set = field(default_factory=set)
     _tensors_key: Any = None
     _tensors: CaseTensors | None = None
     _reference_key: Any = None
@@ -48,12 +50,13 @@ class CaseContext:
     def reference(self, case: Case, mask, tensors: CaseTensors, scale: float):
         from attnbench.measure.reference import reference_attention
 
-        key = (case.inputs_key(), case.pass_.needs_grad)
+        with_grads = case.pass_.needs_grad or case.inputs_key() in self.grad_inputs
+        key = (case.inputs_key(), with_grads)
         cached = self._reference
-        if cached is not None and self._reference_key[0] == key[0] and (self._reference_key[1] or not key[1]):
+        if cached is not None and self._reference_key[0] == key[0] and (self._reference_key[1] or not case.pass_.needs_grad):
             return cached
         self._reference = None
-        grad_out = tensors.grad_out if case.pass_.needs_grad else None
+        grad_out = tensors.grad_out if with_grads else None
         self._reference = reference_attention(tensors.q, tensors.k, tensors.v, mask, grad_out=grad_out, scale=scale)
         self._reference_key = key
         return self._reference
@@ -178,7 +181,7 @@ def _run(case: Case, ctx: CaseContext, fields: dict[str, Any]) -> tuple[Status, 
 
     if case.pass_ is Pass.forward:
         with torch.no_grad():
-            samples = time_fn(run, device=case.device, budget=case.budget)
+            samples = time_fn(run, device=case.device, budget=case.budget, first_call=False)
         one_iteration: Callable[[], Any] = run
     elif case.pass_ is Pass.backward:
         samples = time_fn(
@@ -186,10 +189,11 @@ def _run(case: Case, ctx: CaseContext, fields: dict[str, Any]) -> tuple[Status, 
             setup=lambda: run().out,
             device=case.device,
             budget=case.budget,
+            first_call=False,
         )
         one_iteration = forward_backward
     else:
-        samples = time_fn(forward_backward, device=case.device, budget=case.budget)
+        samples = time_fn(forward_backward, device=case.device, budget=case.budget, first_call=False)
         one_iteration = forward_backward
     fields["timing"] = Timing(
         method=samples.method,

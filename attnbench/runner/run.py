@@ -60,7 +60,12 @@ def run_suite(suite, out_root: Path, events: RunEvents | None = None) -> Path:
     writer = RunWriter(Path(out_root), info)
     if events.on_start:
         events.on_start(info, len(cases))
-    ctx = CaseContext(run_id=run_id, matmul_tflops=dict(calibration.matmul_tflops), peak_tflops=dict(calibration.peak_tflops))
+    ctx = CaseContext(
+        run_id=run_id,
+        matmul_tflops=dict(calibration.matmul_tflops),
+        peak_tflops=dict(calibration.peak_tflops),
+        grad_inputs={case.inputs_key() for case in cases if case.pass_.needs_grad and case.check_accuracy},
+    )
     state = "failed"
     try:
         for index, case in enumerate(cases):

@@ -28,9 +28,10 @@ def resolve_device(device: str, cuda_available: bool) -> str:
 def expand_cases(suite: Suite, *, cuda_available: bool | None = None) -> list[Case]:
     """All cases of `suite`, in run order.
 
-    Order: for dtype, for pass, for heads_kv, for head_dim, for mask, for seqlen, for
+    Order: for dtype, for heads_kv, for head_dim, for mask, for seqlen, for pass, for
     kernel. The kernel is innermost, so the kernels on the same inputs run one after the
-    other (interleaved, sharing inputs and the accuracy reference).
+    other (interleaved); all passes of one problem follow each other too, so the inputs
+    and the accuracy reference are made once per problem.
     """
     if cuda_available is None:
         cuda_available = cuda_is_available()
@@ -39,13 +40,13 @@ def expand_cases(suite: Suite, *, cuda_available: bool | None = None) -> list[Ca
     budget = d.budget.to_budget()
     masks = [m.choice() for m in suite.sweep.masks]
     cases: list[Case] = []
-    for dtype, pass_name, heads_kv, head_dim, mask, seqlen, kernel in itertools.product(
+    for dtype, heads_kv, head_dim, mask, seqlen, pass_name, kernel in itertools.product(
         suite.dtypes(),
-        suite.passes(),
         suite.heads_kv(),
         suite.head_dims(),
         masks,
         suite.sweep.seqlens,
+        suite.passes(),
         suite.sweep.kernels,
     ):
         cases.append(

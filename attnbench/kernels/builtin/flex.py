@@ -36,7 +36,7 @@ class FlexKernel(Kernel):
         "cuda": Support(),
     }
     work = "sparse"
-    memory = MemoryModel(per_token_head=4.0)
+    memory = MemoryModel(per_token_head=4.0, per_mask_element=8.0 / BLOCK_SIZE**2)  # q-block x kv-block indices
 
     def prepare(self, inputs, mask):
         from attnbench.masks.convert import to_block_mask

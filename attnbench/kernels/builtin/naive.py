@@ -18,7 +18,7 @@ class NaiveKernel(Kernel):
     support = {"cpu": Support(), "cuda": Support()}
     work = "dense"
     # scores (fp32) + probabilities (fp32 + input dtype copy) + saved for backward
-    memory = MemoryModel(per_score=14.0)
+    memory = MemoryModel(per_score=14.0, per_mask_element=1.0)
 
     def prepare(self, inputs, mask):
         from attnbench.masks.convert import dense

@@ -26,16 +26,18 @@ FULL_OR_CAUSAL = frozenset({"full", "causal"})
 def single_block_causality(mask) -> bool | None:
     """True/False when the mask is one causal/full square (no attn_mask needed), else None."""
     form = mask.varlen
-    if form is None or len(form.cu_seqlens) != 2 or form.window_left >= 0 or form.window_right >= 0:
+    if form is None or len(form.cu_seqlens) != 2 or form.window_left >= 0:
         return None
-    return bool(form.causal)
+    if form.causal:  # the varlen convention sets window_right = 0 for causal
+        return True
+    return False if form.window_right < 0 else None
 
 
 class SdpaKernel(Kernel):
     backends: ClassVar[list[SDPBackend] | None] = None  # None: PyTorch chooses
     expand_gqa: ClassVar[bool] = False  # repeat K/V heads instead of enable_gqa
     work = "dense"
-    memory = MemoryModel(per_score=1.0)  # the boolean mask; back ends differ beyond it
+    memory = MemoryModel(per_mask_element=1.0)  # the boolean mask; fused back ends need O(S) beyond it
 
     def backend_availability(self, device: str) -> Availability:
         if self.backends is None:
@@ -113,7 +115,7 @@ class SdpaMath(SdpaKernel):
     description = "SDPA math back end (composite PyTorch ops)"
     backends = [SDPBackend.MATH]
     support = {"cpu": Support(), "cuda": Support()}
-    memory = MemoryModel(per_score=13.0)
+    memory = MemoryModel(per_score=13.0, per_mask_element=1.0)  # materialises scores and probabilities
 
 
 @register_kernel("sdpa_flash")
