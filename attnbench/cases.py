@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import Enum
-from typing import Any, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -94,8 +94,25 @@ class Shape(BaseModel):
         return self.heads_q // self.heads_kv
 
 
+class CPSpec(BaseModel):
+    """How a context-parallel case splits one sequence over `world_size` ranks.
+
+    The case's `shape.seqlen` is always the GLOBAL length; `scaling` only says how the
+    suite chose it (weak: tokens per rank fixed; strong: global length fixed).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: str
+    world_size: int = Field(ge=1)
+    params: dict[str, ParamValue] = Field(default_factory=dict)  # e.g. ulysses_degree
+    scaling: Literal["strong", "weak"] = "strong"
+    timeout_seconds: float = Field(600.0, gt=0)
+
+
 class Case(BaseModel):
-    """One kernel on one mask, shape, dtype and pass."""
+    """One kernel (or, with `cp`, one CP method whose local step is `kernel`) on one
+    mask, shape, dtype and pass."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -108,10 +125,18 @@ class Case(BaseModel):
     device: str = "cpu"
     check_accuracy: bool = True
     budget: Budget = Field(default_factory=Budget)
+    cp: Optional[CPSpec] = None
 
     def key(self) -> dict[str, Any]:
         """The fields that identify this case across runs (compare matches on these)."""
+        cp = self.cp
+        cp_key = {} if cp is None else {
+            "cp_method": cp.method,
+            "world_size": cp.world_size,
+            "cp_params": dict(sorted(cp.params.items())),
+        }
         return {
+            **cp_key,
             "kernel": self.kernel,
             "mask": self.mask.name,
             "mask_params": dict(sorted(self.mask.params.items())),
@@ -135,7 +160,8 @@ class Case(BaseModel):
 
     def label(self) -> str:
         s = self.shape
+        who = self.kernel if self.cp is None else f"{self.cp.method}[W={self.cp.world_size}, {self.kernel}]"
         return (
-            f"{self.kernel} {self.mask.label()} S={s.seqlen} b={s.batch} h={s.heads_q}:{s.heads_kv} "
+            f"{who} {self.mask.label()} S={s.seqlen} b={s.batch} h={s.heads_q}:{s.heads_kv} "
             f"d={s.head_dim} {self.dtype} {self.pass_.value}"
         )

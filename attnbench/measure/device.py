@@ -58,10 +58,14 @@ class DeviceCalibration:
         return max(self.peak_tflops.values()) if self.peak_tflops else None
 
 
-def _normalize_device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
+    """`device` as a torch.device with an explicit CUDA index; CUDA asked for but absent raises."""
     dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
-        dev = torch.device("cuda", torch.cuda.current_device())
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {str(device)!r} requested but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
     return dev
 
 
@@ -78,7 +82,7 @@ def _cpu_model() -> str:
 
 def device_name(device: str | torch.device) -> str:
     """Marketing name of the device: the GPU's name, or the CPU model."""
-    dev = _normalize_device(device)
+    dev = resolve_device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError(f"device {str(device)!r} requested but CUDA is not available")
@@ -151,7 +155,7 @@ def calibrate_device(
     seconds_per_dtype: float = 0.2,
 ) -> DeviceCalibration:
     """Matmul rate per dtype and peak TFLOPs/s of ``device`` (cached per process)."""
-    dev = _normalize_device(device)
+    dev = resolve_device(device)
     names = tuple(canonical_dtype(d) for d in dtypes)
     key = (str(dev), names, float(seconds_per_dtype))
     cached = _CACHE.get(key)

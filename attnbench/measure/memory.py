@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import torch
 
+from attnbench.measure.device import resolve_device
+
 _STATUS = "/proc/self/status"
 _CLEAR_REFS = "/proc/self/clear_refs"
 _MEMINFO = "/proc/meminfo"
@@ -76,12 +78,8 @@ def available_memory_bytes(device: str | torch.device = "cpu") -> int | None:
 
 def measure_peak_memory(fn: Callable[[], Any], *, device: str | torch.device) -> MemoryResult:
     """Run ``fn()`` once and report the peak memory it added above the level before it."""
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} requested but CUDA is not available")
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.synchronize(dev)
         baseline = int(torch.cuda.memory_allocated(dev))
         torch.cuda.reset_peak_memory_stats(dev)

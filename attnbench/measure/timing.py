@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from attnbench.cases import Budget
+from attnbench.measure.device import resolve_device
 
 #: Upper bound on warm-up iterations (the time budget bounds them anyway; this only
 #: protects against an absurd estimate for a near-empty closure).
@@ -122,16 +123,6 @@ def estimate_iteration_seconds(
     return (time.perf_counter() - t0) / count
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} requested but CUDA is not available")
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
-
-
 def l2_flush_bytes(dev: torch.device) -> int:
     """Size of the buffer zeroed to flush L2: twice the L2 size (fallback 256 MiB)."""
     try:
@@ -155,7 +146,7 @@ def time_fn(
     ``first_call=False`` skips the untimed first call (compilation, lazy initialisation)
     when the caller has already run ``fn`` once, e.g. to check its accuracy.
     """
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if dev.type == "cuda":
         return _time_cuda(fn, dev, budget, setup, flush_l2, first_call)
     return _time_cpu(fn, budget, setup, first_call)

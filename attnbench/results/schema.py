@@ -66,6 +66,27 @@ class Prediction(BaseModel):
     free_bytes: Optional[int] = None
 
 
+class CommCount(BaseModel):
+    bytes_sent: int
+    calls: int
+
+
+class CPResult(BaseModel):
+    """What a context-parallel case measured across its ranks (latency = slowest rank)."""
+
+    world_size: int
+    backend: str  # "gloo" or "nccl"
+    rank_median_s: list[float]  # per rank, median over iterations
+    mean_s: float  # mean of rank_median_s
+    imbalance: float  # max / mean of rank_median_s
+    rank_area: list[int]  # (query, key) pairs each rank computes, summed over its steps
+    area_imbalance: float  # max / mean of rank_area
+    comm: dict[str, list[CommCount]]  # pass ("forward", "backward") -> per rank, counted
+    comm_expected: dict[str, CommCount]  # pass -> per rank, analytic for the method
+    per_gpu_tflops: Optional[float] = None  # total FLOPs / (slowest time x world size)
+    rank_peak_bytes: list[Optional[int]] = Field(default_factory=list)
+
+
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -83,6 +104,7 @@ class Record(BaseModel):
     memory: Optional[Memory] = None
     accuracy: Optional[Accuracy] = None
     prediction: Optional[Prediction] = None
+    cp: Optional[CPResult] = None
     started_at: str
     duration_s: float
     detail: Optional[str] = None  # traceback or stderr tail for error-like statuses
