@@ -12,21 +12,28 @@ from rich.table import Table as RichTable
 from attnbench.cli.render import print_tables
 
 
+PASS_SHORT = {"forward": "fwd", "backward": "bwd", "forward_backward": "fwd+bwd"}
+DTYPE_SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
 def print_inventory(console: Console, data: dict) -> None:
     kernels = RichTable(title=f"Kernels (availability on {data['device']})", title_justify="left")
-    for col in ("kernel", "available", "devices", "masks", "passes", "dtypes", "description"):
+    for col in ("kernel", "device", "available", "masks", "passes", "dtypes", "head dim", "GQA"):
         kernels.add_column(col)
     for k in data["kernels"]:
-        support = k["support"]
-        devices = ", ".join(support) or "-"
-        first = next(iter(support.values()), {})
-        masks = "; ".join(
-            f"{dev}: {'all' if s['masks'] == 'all' else ', '.join(s['masks'])}" for dev, s in support.items()
-        )
-        passes = "; ".join(f"{dev}: {', '.join(s['passes'])}" for dev, s in support.items())
-        dtypes = ", ".join(first.get("dtypes", []))
-        avail = "[green]yes[/green]" if k["available"] else f"[yellow]no[/yellow]: {k['reason']}"
-        kernels.add_row(k["name"], avail, devices, masks, passes, dtypes, k["description"])
+        for device, s in k["support"].items():
+            here = device == data["device"].split(":")[0]
+            avail = ("[green]yes[/green]" if k["available"] else f"[yellow]no[/yellow]: {k['reason']}") if here else "-"
+            masks = "all" if s["masks"] == "all" else ", ".join(s["masks"])
+            passes = ", ".join(PASS_SHORT.get(p, p) for p in s["passes"])
+            dtypes = ", ".join(DTYPE_SHORT.get(d, d) for d in s["dtypes"])
+            head_dims = "any" if s["head_dims"] == "any" else ", ".join(map(str, s["head_dims"]))
+            if s.get("max_head_dim"):
+                head_dims += f" (<= {s['max_head_dim']})"
+            note = f" [dim]({s['note']})[/dim]" if s.get("note") else ""
+            kernels.add_row(k["name"], device, avail, masks, passes + note, dtypes, head_dims, "yes" if s["gqa"] else "no")
+        if data["device"].split(":")[0] not in k["support"]:
+            kernels.add_row(k["name"], data["device"], f"[yellow]no[/yellow]: {k['reason']}", "", "", "", "", "")
     console.print(kernels)
     masks = RichTable(title="Masks", title_justify="left")
     for col in ("mask", "kind", "parameters (default)", "description"):
@@ -37,11 +44,14 @@ def print_inventory(console: Console, data: dict) -> None:
         masks.add_row(m["name"], kind, params, m["description"])
     console.print(masks)
     if data["cp_methods"]:
-        cp = RichTable(title="Context-parallel methods", title_justify="left")
-        cp.add_column("method")
-        cp.add_column("available")
+        cp = RichTable(title=f"Context-parallel methods (availability on {data['device']})", title_justify="left")
+        for col in ("method", "available", "parameters", "description"):
+            cp.add_column(col)
         for method in data["cp_methods"]:
-            cp.add_row(method["name"], str(method.get("available", "")))
+            ok = method.get("available")
+            avail = "[green]yes[/green]" if ok else f"[yellow]no[/yellow]: {method.get('reason') or 'unavailable'}"
+            params = ", ".join(method.get("params") or {}) or "-"
+            cp.add_row(method["name"], avail, params, method.get("description", ""))
         console.print(cp)
     else:
         console.print("Context-parallel methods: none registered yet")
@@ -77,10 +87,14 @@ def print_environment(console: Console, env: dict, prefix: str = "") -> None:
             console.print(f"{prefix}[bold]{key}[/bold]: {value}")
 
 
-def _header(console: Console, suite) -> None:
+def _header(console: Console, suite, cp_launch=None) -> None:
     devices = ", ".join(sorted({c.device for c in suite.cases})) or "-"
     profile = f"profile [bold]{suite.profile}[/bold] ({suite.profile_reason})" if suite.profile else "no profile"
     console.print(f"Suite [bold]{suite.name}[/bold] from {suite.path}: {len(suite.cases)} cases on {devices}; {profile}")
+    if any(c.cp is not None for c in suite.cases):
+        from attnbench.cp.launch import LaunchOptions
+
+        console.print(f"  context parallel: {(cp_launch or LaunchOptions()).describe()}")
 
 
 def print_plan(console: Console, suite, plan) -> None:
@@ -92,7 +106,11 @@ def print_plan(console: Console, suite, plan) -> None:
         f"skipped (predicted over budget or memory): {actions.get('skipped', 0)}"
     )
     console.print(f"  predicted duration: about {total / 60:.1f} min (prediction from FLOPs and a quick calibration)")
-    reasons = Counter((p.case.kernel, p.reason) for p in plan if p.action != "run")
+    reasons = Counter(
+        (p.case.kernel if p.case.cp is None else f"{p.case.cp.method} [{p.case.kernel}]", p.reason)
+        for p in plan
+        if p.action != "run"
+    )
     if reasons:
         table = RichTable(title="Not run", title_justify="left")
         table.add_column("kernel")
@@ -103,11 +121,11 @@ def print_plan(console: Console, suite, plan) -> None:
         console.print(table)
 
 
-def run_with_progress(console: Console, suite, out_root: Path) -> Path:
+def run_with_progress(console: Console, suite, out_root: Path, cp_launch=None) -> Path:
     from attnbench.results.store import load_run
     from attnbench.runner.run import RunEvents, run_suite
 
-    _header(console, suite)
+    _header(console, suite, cp_launch)
     counts: Counter = Counter()
     with Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -126,13 +144,13 @@ def run_with_progress(console: Console, suite, out_root: Path) -> Path:
             counts[record.status.value] += 1
             progress.advance(task)
 
-        run_dir = run_suite(suite, out_root, RunEvents(on_case_start=on_case_start, on_record=on_record))
+        run_dir = run_suite(suite, out_root, RunEvents(on_case_start=on_case_start, on_record=on_record), cp_launch=cp_launch)
     print_run(console, load_run(run_dir))
     return run_dir
 
 
 def print_run(console: Console, run) -> None:
-    from attnbench.results.tables import memory_tables, never_run, performance_tables, records_frame
+    from attnbench.results.tables import cp_never_run, cp_tables, memory_tables, never_run, performance_tables, records_frame
 
     for warning in run.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
@@ -141,6 +159,9 @@ def print_run(console: Console, run) -> None:
     print_tables(console, memory_tables(frame))
     for kernel, reason in never_run(frame).items():
         console.print(f"[dim]{kernel}: not run in any case ({reason})[/dim]")
+    print_tables(console, cp_tables(frame))
+    for method, reason in cp_never_run(frame).items():
+        console.print(f"[dim]CP method {method}: not run in any case ({reason})[/dim]")
     counts = Counter(r.status.value for r in run.records)
     summary = ", ".join(f"{n} {s}" for s, n in counts.most_common())
     console.print(f"{len(run.records)} records ({summary}); state: {run.info.state}")
