@@ -24,7 +24,9 @@ def test_list_json_shows_kernels_with_availability_and_masks():
     assert kernels["naive"]["available"] is True
     assert kernels["sdpa_cudnn"]["available"] is False and "CUDA" in kernels["sdpa_cudnn"]["reason"]
     assert len(data["masks"]) == 15
-    assert data["cp_methods"] == []
+    assert {m["name"] for m in data["cp_methods"]} == {"ulysses", "ring_p2p", "ring_allgather", "usp", "loongtrain", "torch_cp"}
+    torch_cp = next(m for m in data["cp_methods"] if m["name"] == "torch_cp")
+    assert torch_cp["available"] is False and "CUDA" in torch_cp["reason"]
     human = run_cli("list")
     assert human.returncode == 0 and "sdpa_flash" in human.stdout and "causal_sink_window" in human.stdout
 
