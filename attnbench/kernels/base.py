@@ -152,6 +152,19 @@ class Kernel:
     def prepare(self, inputs: AttnInputs, mask: "Mask") -> Callable[[], AttnOutput]:
         raise NotImplementedError
 
+    # -- context parallelism: the local step --------------------------------------
+    #: device types on which :meth:`attend_slices` runs (empty: the kernel cannot be the
+    #: local step of a CP method).
+    slice_devices: ClassVar[frozenset[str]] = frozenset()
+
+    def attend_slices(self, q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor", local, scale: float) -> AttnOutput:
+        """Attention of q ``[B, Hq, Lq, D]`` to k, v ``[B, Hkv, Lk, D]`` over the allowed pairs
+        of ``local`` (an :class:`attnbench.cp.slices.LocalMask`: slices in local coordinates of
+        the ``Lq x Lk`` rectangle, rendered by ``local.dense(device)`` or
+        ``local.block_mask(device, block)``). Returns out and the lse, both differentiable;
+        a row with no allowed key has out 0, lse -inf and zero gradients."""
+        raise NotImplementedError(f"kernel {self.name!r} has no local step for context parallelism")
+
     # -- prediction ---------------------------------------------------------------
     def work_area(self, mask: "Mask") -> float:
         """Pairs the kernel computes per head: the whole square for dense kernels."""

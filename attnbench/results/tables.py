@@ -2,6 +2,9 @@
 
 Cells hold TFLOPs/s; a case that did not produce a trustworthy number shows its status
 as a word (OOM, unsupported, invalid, ...), never a sentinel number.
+
+Context-parallel records (``case.cp``) get their own tables: per (mask, pass) world-size
+rows and method columns of per-GPU TFLOPs/s, then imbalance and communication tables.
 """
 
 from __future__ import annotations
@@ -57,9 +60,60 @@ def records_frame(records: list[Record]) -> pd.DataFrame:
                 "area": r.mask.get("area") if r.mask else None,
                 "flops": r.flops,
                 "case_id": r.case_id,
+                **_cp_columns(r),
             }
         )
     return pd.DataFrame(rows)
+
+
+CP_COLUMNS = (
+    "cp_method", "world_size", "scaling", "backend", "per_gpu_tflops", "time_imbalance", "area_imbalance",
+    "comm_bytes", "comm_calls", "comm_expected_bytes", "comm_expected_calls",
+)
+
+
+def _cp_columns(r: Record) -> dict:
+    """The CP columns of one record (all None for a kernel case)."""
+    cp = r.case.cp
+    out: dict = dict.fromkeys(CP_COLUMNS)
+    if cp is None:
+        return out
+    method = cp.method + ("(" + ",".join(f"{k}={v}" for k, v in sorted(cp.params.items())) + ")" if cp.params else "")
+    out.update(cp_method=method, world_size=cp.world_size, scaling=cp.scaling)
+    res = r.cp
+    if res is None:
+        return out
+    counted = _pass_counts(res.comm, r.case.pass_.value)
+    expected = _pass_counts({k: [v] for k, v in res.comm_expected.items()}, r.case.pass_.value)
+    out.update(
+        backend=res.backend,
+        per_gpu_tflops=res.per_gpu_tflops if res.per_gpu_tflops is not None else r.tflops,
+        time_imbalance=res.imbalance,
+        area_imbalance=res.area_imbalance,
+        comm_bytes=max((b for b, _ in counted), default=None),
+        comm_calls=max((c for _, c in counted), default=None),
+        comm_expected_bytes=expected[0][0] if expected else None,
+        comm_expected_calls=expected[0][1] if expected else None,
+    )
+    return out
+
+
+def _pass_counts(comm: dict, pass_name: str) -> list[tuple[int, int]]:
+    """Per rank (bytes, calls) of `pass_name`; forward_backward without its own entry sums both."""
+    if pass_name in comm:
+        return [(c.bytes_sent, c.calls) for c in comm[pass_name]]
+    parts = [comm[p] for p in ("forward", "backward") if p in comm] if pass_name == "forward_backward" else []
+    if not parts:
+        return []
+    return [(sum(c.bytes_sent for c in cs), sum(c.calls for c in cs)) for cs in zip(*parts)]
+
+
+def _kernel_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["cp_method"].isna()] if "cp_method" in frame.columns else frame
+
+
+def _cp_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["cp_method"].notna()] if "cp_method" in frame.columns else frame.iloc[0:0]
 
 
 def cell(status: str, value: float | None, digits: int = 2) -> str:
@@ -80,7 +134,7 @@ class Table:
 def never_run(frame: pd.DataFrame) -> dict[str, str]:
     """Kernels with no attempted case at all (kernel -> the first reason), left out of the tables."""
     out = {}
-    for kernel, group in frame.groupby("kernel", sort=False):
+    for kernel, group in _kernel_rows(frame).groupby("kernel", sort=False):
         if set(group["status"]) <= {"unsupported"}:
             out[kernel] = str(group["reason"].iloc[0])
     return out
@@ -92,6 +146,7 @@ def _group_title(keys: dict) -> str:
 
 def performance_tables(frame: pd.DataFrame) -> list[Table]:
     """TFLOPs/s per (mask, pass [, dtype, shape where they vary]): seqlen x kernel."""
+    frame = _kernel_rows(frame)
     frame = frame[~frame["kernel"].isin(never_run(frame))]
     if frame.empty:
         return []
@@ -112,6 +167,7 @@ def performance_tables(frame: pd.DataFrame) -> list[Table]:
 
 def memory_tables(frame: pd.DataFrame) -> list[Table]:
     """Peak memory (MiB) per pass: (mask, seqlen) x kernel."""
+    frame = _kernel_rows(frame)
     frame = frame[~frame["kernel"].isin(never_run(frame))]
     if frame.empty:
         return []
@@ -132,6 +188,121 @@ def memory_tables(frame: pd.DataFrame) -> list[Table]:
     return tables
 
 
+# -- context parallelism ----------------------------------------------------------------------
+def cp_never_run(frame: pd.DataFrame) -> dict[str, str]:
+    """CP methods with no attempted case at all (method -> the first reason), left out of the tables."""
+    out = {}
+    for method, group in _cp_rows(frame).groupby("cp_method", sort=False):
+        if set(group["status"]) <= {"unsupported"}:
+            out[str(method)] = str(group["reason"].iloc[0])
+    return out
+
+
+def _cp_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = _cp_rows(frame)
+    return frame[~frame["cp_method"].isin(cp_never_run(frame))]
+
+
+def _cp_varying(frame: pd.DataFrame) -> list[str]:
+    cols = [c for c in ("kernel", "dtype", "heads_q", "heads_kv", "head_dim", "batch") if frame[c].nunique() > 1]
+    strong = frame[frame["scaling"] == "strong"]
+    if not strong.empty and strong["seqlen"].nunique() > 1:
+        cols.append("seqlen")  # strong scaling: one table per global length
+    return cols
+
+
+def _world_label(group: pd.DataFrame, world: int) -> str:
+    lengths = sorted(set(group[group["world_size"] == world]["seqlen"]))
+    return f"{world} (S={', '.join(map(str, lengths))})"
+
+
+def cp_performance_tables(frame: pd.DataFrame) -> list[Table]:
+    """Per-GPU TFLOPs/s per (mask, pass [, kernel, dtype, shape where they vary]): world size x method."""
+    frame = _cp_frame(frame)
+    if frame.empty:
+        return []
+    methods = list(dict.fromkeys(frame["cp_method"]))
+    group_cols = ["mask", "pass", *_cp_varying(frame)]
+    tables = []
+    for keys, group in frame.groupby(group_cols, sort=False):
+        keys = dict(zip(group_cols, keys if isinstance(keys, tuple) else (keys,)))
+        grid: dict = {}
+        for _, row in group.iterrows():
+            rate = row["per_gpu_tflops"]
+            rate = None if rate is None or rate != rate else float(rate)
+            text = cell(row["status"], rate)
+            if row["status"] == "ok" and rate is not None:
+                text = f"{rate:.0f}" if rate >= 1000 else f"{rate:.3g}"  # CPU rates are tiny: significant digits
+            grid.setdefault(int(row["world_size"]), {})[row["cp_method"]] = text
+        present = set(group["cp_method"])
+        table = pd.DataFrame.from_dict(grid, orient="index").reindex(columns=[m for m in methods if m in present])
+        table = table.sort_index().fillna("")
+        table.index = [_world_label(group, w) for w in table.index]
+        table.index.name = "world size"
+        scaling = ", ".join(sorted(set(group["scaling"].dropna())))
+        tables.append(Table(f"CP per-GPU TFLOPs/s ({scaling} scaling): {_group_title(keys)}", table))
+    return tables
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
+def _balance_cell(row) -> str:
+    if row["time_imbalance"] is None or row["time_imbalance"] != row["time_imbalance"]:
+        return cell(row["status"], None) if row["status"] != "ok" else "n/a"
+    text = f"{row['time_imbalance']:.2f} / {row['area_imbalance']:.2f}"
+    return text if row["status"] == "ok" else f"{text} ({STATUS_WORDS[Status(row['status'])]})"
+
+
+def _comm_cell(row) -> str:
+    b, c = row["comm_bytes"], row["comm_calls"]
+    if b is None or b != b:
+        return cell(row["status"], None) if row["status"] != "ok" else "n/a"
+    text = f"{_mib(b)}, {int(c)} calls"
+    eb, ec = row["comm_expected_bytes"], row["comm_expected_calls"]
+    if eb is None or eb != eb:
+        return text + " (no expectation)"
+    if int(eb) == int(b) and int(ec) == int(c):
+        return text + " (= expected)"
+    return text + f" (expected {_mib(eb)}, {int(ec)} calls)"
+
+
+def _cp_grid_tables(frame: pd.DataFrame, title: str, fill) -> list[Table]:
+    frame = _cp_frame(frame)
+    if frame.empty:
+        return []
+    methods = list(dict.fromkeys(frame["cp_method"]))
+    group_cols = ["pass", *_cp_varying(frame)]
+    tables = []
+    for keys, group in frame.groupby(group_cols, sort=False):
+        keys = dict(zip(group_cols, keys if isinstance(keys, tuple) else (keys,)))
+        grid: dict = {}
+        for _, row in group.iterrows():
+            grid.setdefault((row["mask"], int(row["world_size"])), {})[row["cp_method"]] = fill(row)
+        present = set(group["cp_method"])
+        table = pd.DataFrame.from_dict(grid, orient="index").reindex(columns=[m for m in methods if m in present]).fillna("")
+        table.index = [f"{m} W={w}" for m, w in table.index]
+        table.index.name = "mask, world size"
+        tables.append(Table(f"{title}: {_group_title(keys)}", table))
+    return tables
+
+
+def cp_balance_tables(frame: pd.DataFrame) -> list[Table]:
+    """Per pass: (mask, world size) x method, cells "time imbalance / area imbalance" (max / mean)."""
+    return _cp_grid_tables(frame, "CP imbalance, time / area (max / mean over ranks)", _balance_cell)
+
+
+def cp_comm_tables(frame: pd.DataFrame) -> list[Table]:
+    """Per pass: (mask, world size) x method, cells: bytes sent and calls per rank (the largest
+    rank), counted around the collectives, against the method's analytic expectation."""
+    return _cp_grid_tables(frame, "CP communication per rank (largest rank; counted vs analytic)", _comm_cell)
+
+
+def cp_tables(frame: pd.DataFrame) -> list[Table]:
+    return cp_performance_tables(frame) + cp_balance_tables(frame) + cp_comm_tables(frame)
+
+
 def to_markdown(table: Table) -> str:
     frame = table.frame
     header = [frame.index.name or ""] + [str(c) for c in frame.columns]
@@ -149,4 +320,6 @@ def write_tables(run_dir: Path) -> None:
     parts = [f"# attnbench run {run.info.run_id}: {run.info.suite.name}\n"]
     parts += [to_markdown(t) for t in performance_tables(frame) + memory_tables(frame)]
     parts += [f"- `{kernel}` not run: {reason}" for kernel, reason in never_run(frame).items()]
+    parts += [to_markdown(t) for t in cp_tables(frame)]
+    parts += [f"- CP method `{method}` not run: {reason}" for method, reason in cp_never_run(frame).items()]
     (Path(run_dir) / "tables.md").write_text("\n".join(parts), encoding="utf-8")

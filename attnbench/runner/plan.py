@@ -16,7 +16,9 @@ class PlannedCase:
     prediction: Prediction | None
 
 
-def plan_case(case: Case, matmul_tflops: dict[str, float]) -> PlannedCase:
+def plan_case(case: Case, matmul_tflops: dict[str, float], cp_launch=None) -> PlannedCase:
+    if case.cp is not None:
+        return plan_cp_case(case, matmul_tflops, cp_launch)
     from attnbench.kernels import KERNELS
     from attnbench.masks import MASKS, build_mask
     from attnbench.measure.memory import available_memory_bytes
@@ -33,11 +35,25 @@ def plan_case(case: Case, matmul_tflops: dict[str, float]) -> PlannedCase:
     return PlannedCase(case, "skipped" if skip else "run", skip, prediction)
 
 
-def plan_suite(suite) -> list[PlannedCase]:
+def plan_cp_case(case: Case, matmul_tflops: dict[str, float], cp_launch=None) -> PlannedCase:
+    """A CP case: the method's support check, then placement (GPUs per node), then time."""
+    from attnbench.cp.execute import method_problem, predict_cp
+    from attnbench.cp.launch import LaunchOptions, placement_problem
+
+    why_not = method_problem(case)
+    if why_not:
+        return PlannedCase(case, "unsupported", why_not, None)
+    skip = placement_problem(case, cp_launch or LaunchOptions())
+    if skip:
+        return PlannedCase(case, "skipped", skip, None)
+    return PlannedCase(case, "run", None, predict_cp(case, matmul_tflops))
+
+
+def plan_suite(suite, cp_launch=None) -> list[PlannedCase]:
     from attnbench.measure.device import calibrate_device
 
     cases = list(suite.cases)
     if not cases:
         return []
     calibration = calibrate_device(cases[0].device, DTYPES)
-    return [plan_case(case, calibration.matmul_tflops) for case in cases]
+    return [plan_case(case, calibration.matmul_tflops, cp_launch) for case in cases]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from attnbench.cases import Case, Pass, Shape
+from attnbench.cases import Case, CPSpec, Pass, Shape
 from attnbench.suite.schema import Suite
 
 
@@ -35,6 +35,8 @@ def expand_cases(suite: Suite, *, cuda_available: bool | None = None) -> list[Ca
     """
     if cuda_available is None:
         cuda_available = cuda_is_available()
+    if suite.is_cp:
+        return expand_cp_cases(suite, cuda_available=cuda_available)
     d = suite.defaults
     device = resolve_device(d.device, cuda_available)
     budget = d.budget.to_budget()
@@ -45,7 +47,7 @@ def expand_cases(suite: Suite, *, cuda_available: bool | None = None) -> list[Ca
         suite.heads_kv(),
         suite.head_dims(),
         masks,
-        suite.sweep.seqlens,
+        suite.sweep.seqlens or [],
         suite.passes(),
         suite.sweep.kernels,
     ):
@@ -62,4 +64,40 @@ def expand_cases(suite: Suite, *, cuda_available: bool | None = None) -> list[Ca
                 budget=budget,
             )
         )
+    return cases
+
+
+def expand_cp_cases(suite: Suite, *, cuda_available: bool) -> list[Case]:
+    """The cases of a context-parallel suite (`sweep.cp_methods`).
+
+    Order: for dtype, heads_kv, head_dim, CP method, mask, world size, seqlen (the global
+    length: tokens_per_rank x world size with weak scaling), pass, kernel (the local step,
+    innermost as for kernel suites).
+    """
+    d = suite.defaults
+    device = resolve_device(d.device, cuda_available)
+    budget = d.budget.to_budget()
+    masks = [m.choice() for m in suite.sweep.masks]
+    scaling = suite.scaling()
+    timeout = {} if d.cp_timeout_seconds is None else {"timeout_seconds": float(d.cp_timeout_seconds)}
+    cases: list[Case] = []
+    for dtype, heads_kv, head_dim, method, mask, world in itertools.product(
+        suite.dtypes(), suite.heads_kv(), suite.head_dims(), suite.sweep.cp_methods or [], masks, suite.sweep.world_sizes or []
+    ):
+        cp = CPSpec(method=method.name, world_size=world, params=dict(method.params), scaling=scaling, **timeout)
+        for seqlen, pass_name, kernel in itertools.product(suite.seqlens_for(world), suite.passes(), suite.sweep.kernels):
+            cases.append(
+                Case(
+                    kernel=kernel,
+                    mask=mask,
+                    shape=Shape(batch=d.batch, heads_q=d.heads_q, heads_kv=heads_kv, head_dim=head_dim, seqlen=seqlen),
+                    dtype=dtype,
+                    pass_=Pass(pass_name),
+                    seed=d.seed,
+                    device=device,
+                    check_accuracy=d.check_accuracy,
+                    budget=budget,
+                    cp=cp,
+                )
+            )
     return cases

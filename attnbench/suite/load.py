@@ -52,6 +52,12 @@ def _masks():
     return MASKS
 
 
+def _cp_methods():
+    from attnbench.cp import CP_METHODS
+
+    return CP_METHODS
+
+
 # -- loaded suite -----------------------------------------------------------------------
 class LoadedSuite(BaseModel):
     """A suite file after profile selection, validation and expansion."""
@@ -411,9 +417,11 @@ def _check_semantics(suite: Suite, merged: dict, problems: _Problems) -> None:
         )
     _check_duplicates(problems, ("defaults", "passes"), list(d.passes), "pass")
     _check_duplicates(problems, ("sweep", "kernels"), list(sw.kernels), "kernel")
-    _check_duplicates(problems, ("sweep", "seqlens"), list(sw.seqlens), "seqlen")
+    _check_duplicates(problems, ("sweep", "seqlens"), list(sw.seqlens or []), "seqlen")
     _check_duplicates(problems, ("sweep", "masks"), [m.model_dump() for m in sw.masks], "mask")
-    for axis, label in (("dtypes", "dtype"), ("passes", "pass"), ("heads_kv", "heads_kv"), ("head_dims", "head_dim")):
+    _check_cp_shape(suite, problems)
+    for axis, label in (("dtypes", "dtype"), ("passes", "pass"), ("heads_kv", "heads_kv"), ("head_dims", "head_dim"),
+                        ("world_sizes", "world size")):
         values = getattr(sw, axis)
         if values:
             _check_duplicates(problems, ("sweep", axis), list(values), label)
@@ -450,7 +458,7 @@ def _check_semantics(suite: Suite, merged: dict, problems: _Problems) -> None:
             problems.add(entry_path + (("name",) if is_mapping else ()), f"{exc}")
             continue
         family = masks.get(spec.name)
-        for n, seqlen in enumerate(sw.seqlens):
+        for n, seqlen in enumerate(_all_seqlens(suite)):
             try:
                 family.resolve(dict(spec.params), seqlen)
             except (UserError, ValueError, TypeError, KeyError) as exc:
@@ -462,6 +470,93 @@ def _check_semantics(suite: Suite, merged: dict, problems: _Problems) -> None:
                     msg += "; fix the parameter (see the mask table in masks.md)"
                 problems.add(entry_path + ((key,) if key is not None else ()), f"{where}{msg}")
                 break
+    if suite.is_cp:
+        _check_cp_methods(suite, merged, problems)
+
+
+# -- context parallelism ----------------------------------------------------------------
+_CP_ONLY = ("scaling", "tokens_per_rank", "cp_timeout_seconds")
+
+
+def _all_seqlens(suite: Suite) -> list[int]:
+    """Every global sequence length the suite's cases will have."""
+    if not suite.is_cp:
+        return list(suite.sweep.seqlens or [])
+    return list(dict.fromkeys(s for w in suite.sweep.world_sizes or [] for s in suite.seqlens_for(w)))
+
+
+def _check_cp_shape(suite: Suite, problems: _Problems) -> None:
+    """The sections a (non-)CP suite must (not) have; scaling against seqlens."""
+    d, sw = suite.defaults, suite.sweep
+    if not suite.is_cp:
+        if sw.world_sizes is not None:
+            problems.add(("sweep", "world_sizes"), "only for context-parallel suites; add sweep.cp_methods or remove it")
+        for key in _CP_ONLY:
+            if getattr(d, key) is not None:
+                problems.add(("defaults", key), "only for context-parallel suites; add sweep.cp_methods or remove it")
+        if sw.seqlens is None:
+            problems.add(("sweep", "seqlens"), "required key missing; add `seqlens: ...` (e.g. [1K, 2K])")
+        return
+    if sw.world_sizes is None:
+        problems.add(("sweep", "world_sizes"), "required with cp_methods; add e.g. `world_sizes: [1, 2, 4]` (ranks per case)")
+    scaling = suite.scaling()
+    if scaling == "weak":
+        if d.tokens_per_rank is None:
+            problems.add(("defaults", "scaling"), "weak scaling needs defaults.tokens_per_rank (e.g. tokens_per_rank: 8K)")
+        if sw.seqlens is not None:
+            problems.add(
+                ("sweep", "seqlens"),
+                "with weak scaling the global length is tokens_per_rank x world size; remove sweep.seqlens "
+                "(or set scaling: strong)",
+            )
+    else:
+        if d.tokens_per_rank is not None:
+            problems.add(
+                ("defaults", "tokens_per_rank"),
+                "only for weak scaling; remove it, or set scaling: weak (strong scaling takes sweep.seqlens as global lengths)",
+            )
+        if sw.seqlens is None:
+            problems.add(("sweep", "seqlens"), "required for strong scaling (the global lengths); add e.g. `seqlens: [8K]`")
+
+
+def _seqlen_multiple(method: Any, world_size: int, params: dict) -> int:
+    """What the global length must be a multiple of: the method's own rule if it has one
+    (`seqlen_multiple(world_size, params)`), else the world size (one chunk per rank)."""
+    rule = getattr(method, "seqlen_multiple", None)
+    if callable(rule):
+        try:
+            return max(1, int(rule(world_size, dict(params))))
+        except Exception:  # a parameter it cannot take: the method says so at run time
+            return world_size
+    return world_size
+
+
+def _check_cp_methods(suite: Suite, merged: dict, problems: _Problems) -> None:
+    sw = suite.sweep
+    registry = _cp_methods()
+    raw = merged.get("sweep", {}).get("cp_methods", [])
+    _check_duplicates(problems, ("sweep", "cp_methods"), [m.model_dump() for m in sw.cp_methods or []], "CP method")
+    for i, spec in enumerate(sw.cp_methods or []):
+        path: Path = ("sweep", "cp_methods", i)
+        if i < len(raw) and isinstance(raw[i], dict):
+            path += ("name",)
+        try:
+            registry.check(spec.name)
+        except UserError as exc:
+            problems.add(path, f"{exc}")
+            continue
+        method = registry.get(spec.name)
+        for w_index, world in enumerate(sw.world_sizes or []):
+            for s_index, seqlen in enumerate(suite.seqlens_for(world)):
+                need = _seqlen_multiple(method, world, spec.params)
+                if seqlen % need:
+                    where = ("defaults", "tokens_per_rank") if suite.scaling() == "weak" else ("sweep", "seqlens", s_index)
+                    problems.add(
+                        where,
+                        f"global seqlen {seqlen} is not a multiple of {need}, which {spec.name} needs at world size "
+                        f"{world}; use a length that is",
+                    )
+                    return
 
 
 # -- loading ----------------------------------------------------------------------------
@@ -538,9 +633,14 @@ def load_suite_text(
     _check_semantics(suite, merged, problems)
     problems.raise_first()
 
+    n_lengths = (
+        sum(len(suite.seqlens_for(w)) for w in suite.sweep.world_sizes or []) * len(suite.sweep.cp_methods or [])
+        if suite.is_cp
+        else len(suite.sweep.seqlens or [])
+    )
     n_cases = (
         len(suite.dtypes()) * len(suite.passes()) * len(suite.heads_kv()) * len(suite.head_dims())
-        * len(suite.sweep.masks) * len(suite.sweep.seqlens) * len(suite.sweep.kernels)
+        * len(suite.sweep.masks) * n_lengths * len(suite.sweep.kernels)
     )
     if n_cases > MAX_CASES:
         raise ctx.error(("sweep",), f"expands to {n_cases} cases (more than {MAX_CASES}); shorten the axes")

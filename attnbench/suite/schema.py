@@ -29,11 +29,21 @@ A suite is a YAML mapping::
       passes: [forward, backward]      # optional axis; overrides defaults.passes
       heads_kv: [8]                    # optional axis; overrides defaults.heads_kv
       head_dims: [128]                 # optional axis; overrides defaults.head_dim
+      cp_methods:                      # optional: makes it a context-parallel suite; a name
+        - ring_p2p                     #   or a mapping with `name` and the method's
+        - {name: usp, ulysses_degree: 2}  # parameters; the kernels are the local step
+      world_sizes: [8, 16]             # with cp_methods: ranks per case (ints >= 1)
     profiles:                          # optional named overrides, deep-merged onto the
       cpu:                             #   document: mappings merge, lists and scalars
         description: "..."             #   replace. Without CUDA a `cpu` profile is
         defaults: {heads_q: 8}         #   selected automatically.
         sweep: {seqlens: [256, 512]}
+
+Context-parallel suites add to `defaults`: ``scaling: weak|strong`` (default weak when
+``tokens_per_rank`` is given, else strong), ``tokens_per_rank: 8K`` (weak scaling: the global
+length is tokens_per_rank x world size, and ``sweep.seqlens`` is left out; strong scaling:
+``sweep.seqlens`` are global lengths) and ``cp_timeout_seconds: 600`` (per case; on expiry
+every rank is killed and the case is recorded as timeout).
 
 Types are strict: ``heads_q: "8"`` or ``heads_q: 8.0`` are errors, not conversions.
 The models here check one value at a time; checks across values (kernel and mask names,
@@ -167,6 +177,7 @@ class BudgetSpec(BaseModel):
     min_repeats: int = Field(_B["min_repeats"].default, ge=1)
     max_repeats: int = Field(_B["max_repeats"].default, ge=1)
     case_seconds: float = Field(_B["case_seconds"].default, gt=0)
+    timeout_seconds: float = Field(_B["timeout_seconds"].default, gt=0)
 
     def to_budget(self) -> Budget:
         return Budget(**self.model_dump())
@@ -188,6 +199,10 @@ class Defaults(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     check_accuracy: bool = True
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    # context-parallel suites only (sweep.cp_methods)
+    scaling: Optional[Literal["weak", "strong"]] = None  # None: weak if tokens_per_rank, else strong
+    tokens_per_rank: Optional[Seqlen] = None  # weak scaling: global seqlen = this x world size
+    cp_timeout_seconds: Optional[float] = Field(None, gt=0)  # per CP case; None: 600
 
 
 class MaskSpec(BaseModel):
@@ -206,6 +221,34 @@ class MaskSpec(BaseModel):
 MaskEntry = Annotated[MaskSpec, BeforeValidator(_mask_before)]
 
 
+class CPMethodSpec(BaseModel):
+    """One entry of ``sweep.cp_methods``: a name, or ``{name: usp, ulysses_degree: 2}``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    name: Annotated[str, AfterValidator(_nonempty)]
+    params: dict[str, ParamScalar] = Field(default_factory=dict)
+
+    def label(self) -> str:
+        return MaskChoice(name=self.name, params=dict(self.params)).label()
+
+
+def _method_before(value: Any) -> Any:
+    """``"ring_p2p"`` or ``{name: usp, ulysses_degree: 2}`` -> ``{name, params}``."""
+    if isinstance(value, CPMethodSpec):
+        return value
+    if isinstance(value, str):
+        return {"name": value, "params": {}}
+    if isinstance(value, dict):
+        if "name" not in value:
+            raise ValueError("a CP method mapping needs a `name` key; write e.g. {name: usp, ulysses_degree: 2}")
+        return {"name": value["name"], "params": {k: v for k, v in value.items() if k != "name"}}
+    raise ValueError(f"a CP method is a name or a mapping with `name` and parameters (got {_kind(value)})")
+
+
+CPMethodEntry = Annotated[CPMethodSpec, BeforeValidator(_method_before)]
+
+
 class Sweep(BaseModel):
     """Axes of the cartesian product. kernels, masks and seqlens are required; the others
     are optional and replace the matching `defaults` value when given."""
@@ -214,11 +257,13 @@ class Sweep(BaseModel):
 
     kernels: list[KernelName] = Field(min_length=1)
     masks: list[MaskEntry] = Field(min_length=1)
-    seqlens: list[Seqlen] = Field(min_length=1)
+    seqlens: Optional[list[Seqlen]] = Field(None, min_length=1)  # required unless weak CP scaling
     dtypes: Optional[list[DType]] = Field(None, min_length=1)
     passes: Optional[list[PassName]] = Field(None, min_length=1)
     heads_kv: Optional[list[PositiveInt]] = Field(None, min_length=1)
     head_dims: Optional[list[PositiveInt]] = Field(None, min_length=1)
+    cp_methods: Optional[list[CPMethodEntry]] = Field(None, min_length=1)
+    world_sizes: Optional[list[PositiveInt]] = Field(None, min_length=1)
 
 
 class Suite(BaseModel):
@@ -245,6 +290,21 @@ class Suite(BaseModel):
 
     def head_dims(self) -> list[int]:
         return list(self.sweep.head_dims) if self.sweep.head_dims else [self.defaults.head_dim]  # type: ignore[list-item]
+
+    # -- context parallelism ---------------------------------------------------------------
+    @property
+    def is_cp(self) -> bool:
+        return bool(self.sweep.cp_methods)
+
+    def scaling(self) -> str:
+        d = self.defaults
+        return d.scaling or ("weak" if d.tokens_per_rank is not None else "strong")
+
+    def seqlens_for(self, world_size: int) -> list[int]:
+        """Global sequence lengths of the cases at `world_size` (weak: tokens_per_rank x W)."""
+        if self.is_cp and self.scaling() == "weak" and self.defaults.tokens_per_rank is not None:
+            return [self.defaults.tokens_per_rank * world_size]
+        return list(self.sweep.seqlens or [])
 
 
 class Profile(BaseModel):

@@ -56,3 +56,17 @@ class FlexKernel(Kernel):
             return AttnOutput(flex(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa))
 
         return run
+
+    slice_devices = frozenset({"cuda"})  # compiled FlexAttention on CPU returns no lse, has no backward
+
+    def attend_slices(self, q, k, v, local, scale):
+        block_mask = local.block_mask(q.device, BLOCK_SIZE)
+        flex = compiled_flex_attention()
+        gqa = q.shape[1] != k.shape[1]
+        try:
+            from torch.nn.attention.flex_attention import AuxRequest
+        except ImportError:  # older torch: the deprecated flag
+            out, lse = flex(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa, return_lse=True)
+            return AttnOutput(out, lse)
+        out, aux = flex(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa, return_aux=AuxRequest(lse=True))
+        return AttnOutput(out, aux.lse)

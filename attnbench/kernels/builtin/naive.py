@@ -36,3 +36,45 @@ class NaiveKernel(Kernel):
             return AttnOutput(torch.matmul(probs, vr), lse)
 
         return run
+
+    slice_devices = frozenset({"cpu", "cuda"})
+
+    def attend_slices(self, q, k, v, local, scale):
+        allowed = local.dense(q.device)
+        groups = q.shape[1] // k.shape[1]
+        return AttnOutput(*_MaskedAttention.apply(q, repeat_kv(k, groups), repeat_kv(v, groups), allowed, scale))
+
+
+class _MaskedAttention(torch.autograd.Function):
+    """Masked attention returning (out, lse) with an analytic backward (float32 math).
+
+    Unlike autograd through ``logsumexp``, rows with no allowed key (common in one step of
+    a ring) give zero gradients instead of NaN; the lse gradient is honoured (dS += P * dlse).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, allowed, scale):
+        scores = torch.matmul(q.float(), k.float().transpose(-2, -1)) * scale
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        lse = torch.logsumexp(scores, dim=-1)
+        lse_safe = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+        p = torch.exp(scores - lse_safe.unsqueeze(-1))
+        out = torch.matmul(p, v.float())
+        ctx.save_for_backward(q, k, v, p, out)
+        ctx.scale = scale
+        return out.to(q.dtype), lse
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        q, k, v, p, out = ctx.saved_tensors
+        scale = ctx.scale
+        do = dout.float() if dout is not None else torch.zeros_like(out)
+        dv = torch.matmul(p.transpose(-2, -1), do)
+        dp = torch.matmul(do, v.float().transpose(-2, -1))
+        delta = (do * out).sum(dim=-1, keepdim=True)
+        if dlse is not None:
+            delta = delta - dlse.float().unsqueeze(-1)
+        ds = p * (dp - delta)
+        dq = torch.matmul(ds, k.float()) * scale
+        dk = torch.matmul(ds.transpose(-2, -1), q.float()) * scale
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None
