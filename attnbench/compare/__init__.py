@@ -1,0 +1,30 @@
+"""Compare two runs: per case the ratio of medians, significance on the raw samples, a state.
+
+Public API:
+    compare_runs(base, current, threshold=0.05, allow_env_change=False) -> Comparison
+    State, Comparison, CaseComparison
+    render: print_comparison (rich), to_markdown, to_json
+Reads records only; never imports a kernel.
+"""
+
+from attnbench.compare.core import (
+    DEFAULT_ALPHA,
+    DEFAULT_THRESHOLD,
+    FAIL_ON,
+    CaseComparison,
+    Comparison,
+    State,
+    compare_runs,
+    significance,
+)
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_THRESHOLD",
+    "FAIL_ON",
+    "CaseComparison",
+    "Comparison",
+    "State",
+    "compare_runs",
+    "significance",
+]
