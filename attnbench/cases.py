@@ -68,7 +68,8 @@ class Budget(BaseModel):
 
     Warm-up and repeat counts are derived from these times by the timer; the repeat
     count is then clamped to [min_repeats, max_repeats]. A case predicted to need more
-    than `case_seconds` is skipped, not attempted.
+    than `case_seconds` is skipped, not attempted; one that runs past `timeout_seconds`
+    is killed (it runs in a worker process) and recorded as `timeout`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -78,6 +79,8 @@ class Budget(BaseModel):
     min_repeats: int = Field(3, ge=1)
     max_repeats: int = Field(100, ge=1)
     case_seconds: float = Field(120.0, gt=0)
+    #: hard limit: a case still running after this is killed and recorded as `timeout`
+    timeout_seconds: float = Field(600.0, gt=0)
 
 
 class Shape(BaseModel):
@@ -126,6 +129,13 @@ class Case(BaseModel):
     check_accuracy: bool = True
     budget: Budget = Field(default_factory=Budget)
     cp: Optional[CPSpec] = None
+
+    def with_timeout(self, seconds: float) -> "Case":
+        """This case with its hard time limit replaced (kernel budget and CP launch alike)."""
+        update: dict[str, Any] = {"budget": self.budget.model_copy(update={"timeout_seconds": float(seconds)})}
+        if self.cp is not None:
+            update["cp"] = self.cp.model_copy(update={"timeout_seconds": float(seconds)})
+        return self.model_copy(update=update)
 
     def key(self) -> dict[str, Any]:
         """The fields that identify this case across runs (compare matches on these)."""

@@ -93,9 +93,11 @@ sweep:
 """
 
 
-def test_failing_case_never_loses_earlier_results(faulty, tmp_path):
+def test_failing_case_never_loses_earlier_results(faulty, tmp_path, monkeypatch):
     from attnbench.runner.run import run_suite
 
+    # the worker process loads the same plugins
+    monkeypatch.setenv("ATTNBENCH_PLUGINS", "tests.plugins.faulty_kernels,tests.plugins.wrong_kernel")
     suite = load_suite_text(SUITE, source="mixed.yaml", cuda_available=False)
     run_dir = run_suite(suite, tmp_path)
     run = load_run(run_dir)

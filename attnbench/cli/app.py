@@ -144,12 +144,30 @@ def run_command(
     kernels: Optional[List[str]] = typer.Option(None, help="Only these kernels (comma-separated)."),
     masks: Optional[List[str]] = typer.Option(None, help="Only these masks."),
     seqlens: Optional[List[str]] = typer.Option(None, help="Only these sequence lengths."),
+    nnodes: Optional[int] = typer.Option(None, "--nnodes", help="CP: nodes taking part (run the same command on each)."),
+    node_rank: Optional[int] = typer.Option(None, "--node-rank", help="CP: this node's index, 0..nnodes-1."),
+    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="CP: HOST:PORT of node 0 (with --nnodes > 1)."),
+    timeout: Optional[float] = typer.Option(
+        None, "--timeout", help="Seconds a case may run before it is killed and recorded as timeout (overrides the suite)."
+    ),
+    resume: Optional[str] = typer.Option(
+        None, "--resume", help="Continue this run (directory, id or latest): cases with a record are not run again."
+    ),
+    inline: bool = typer.Option(False, "--inline", help="Run kernel cases in this process (debugging; no isolation)."),
 ) -> None:
     """Run a suite and write results/<run-id>/ (records.jsonl, run.json, tables)."""
     from attnbench.cli.screens import run_with_progress
+    from attnbench.cp.launch import LaunchOptions
+    from attnbench.results.store import resolve_run
 
+    cp_launch = LaunchOptions.resolve(nnodes, node_rank, rdzv_endpoint)
     loaded = _load(suite, profile, kernels, masks, seqlens)
-    run_with_progress(console, loaded, out)
+    if timeout is not None:
+        if not timeout > 0:
+            raise UserError(f"--timeout must be > 0 seconds (got {timeout:g})")
+        loaded = loaded.model_copy(update={"cases": [case.with_timeout(timeout) for case in loaded.cases]})
+    resume_dir = resolve_run(resume, out) if resume else None
+    run_with_progress(console, loaded, out, cp_launch=cp_launch, isolate=not inline, resume=resume_dir)
 
 
 # -- show ------------------------------------------------------------------------------
@@ -163,6 +181,77 @@ def show_command(
     from attnbench.results.store import load_run, resolve_run
 
     print_run(console, load_run(resolve_run(run, root)))
+
+
+# -- compare ---------------------------------------------------------------------------
+@app.command("compare")
+def compare_command(
+    base: str = typer.Argument(..., help="Base run: directory, run id, latest or latest~N."),
+    current: str = typer.Argument(..., help="Current run: directory, run id, latest or latest~N."),
+    root: Path = typer.Option(DEFAULT_RESULTS, "--root", help="Results root for run ids."),
+    threshold: float = typer.Option(0.05, "--threshold", help="Smallest change that counts (0.05 = 5%)."),
+    fail_on: str = typer.Option("regression", "--fail-on", help="Exit 1 on: regression (or new failure), failure, never."),
+    fmt: str = typer.Option("table", "--format", help="table, markdown or json."),
+    allow_env_change: bool = typer.Option(False, "--allow-env-change", help="Compare even if device, driver, torch, triton or CUDA differ."),
+) -> None:
+    """Compare two runs case by case; exit 1 on a regression or a new failure."""
+    from attnbench.cli.regress import compare_screen
+
+    code = compare_screen(console, base, current, root, threshold, fail_on, fmt, allow_env_change)
+    if code:
+        raise typer.Exit(code)
+
+
+# -- history ---------------------------------------------------------------------------
+@app.command("history")
+def history_command(
+    root: Path = typer.Option(DEFAULT_RESULTS, "--root", help="Results root to import runs from."),
+    db: Optional[Path] = typer.Option(None, "--db", help="SQLite file (default ROOT/history.sqlite)."),
+    kernel: Optional[List[str]] = typer.Option(None, "--kernel", help="Only these kernels (comma-separated)."),
+    mask: Optional[List[str]] = typer.Option(None, "--mask", help="Only these masks."),
+    seqlen: Optional[List[str]] = typer.Option(None, "--seqlen", help="Only these sequence lengths."),
+    pass_: Optional[List[str]] = typer.Option(None, "--pass", help="Only these passes."),
+    last: int = typer.Option(8, "--last", help="Runs shown in the trend table."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Import runs into the history database; list runs and the trend of each case."""
+    from attnbench.cli.regress import history_screen
+
+    history_screen(console, root, db, _split(kernel), _split(mask), _split(seqlen), _split(pass_), last, as_json)
+
+
+# -- report ----------------------------------------------------------------------------
+@app.command("report")
+def report_command(
+    runs: List[str] = typer.Argument(..., help="Runs (directory, run id, latest, latest~N), oldest first."),
+    out: Path = typer.Option(Path("report.html"), "--out", help="The HTML file to write."),
+    root: Path = typer.Option(DEFAULT_RESULTS, "--root", help="Results root for run ids."),
+) -> None:
+    """One self-contained HTML report (figures, support matrix, masks; compare and trend for several runs)."""
+    from attnbench.cli.regress import report_screen
+
+    report_screen(console, runs, out, root)
+
+
+# -- masks show ------------------------------------------------------------------------
+@masks_app.command("show")
+def masks_show(
+    name: str = typer.Argument(..., help="Mask name (see `attnbench list`)."),
+    seqlen: str = typer.Option(..., "--seqlen", "-s", help="Sequence length, e.g. 4096 or 64K."),
+    out: Path = typer.Option(Path("mask.png"), "--out", help="Picture file (.png, .svg or .pdf)."),
+    seed: Optional[int] = typer.Option(None, help="Seed for masks that draw documents or prefixes."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Mask parameter key=value (repeatable)."),
+    heads: int = typer.Option(1, help="Heads to build (block-sparse masks differ per head)."),
+    head: int = typer.Option(0, help="Which head to draw."),
+    blocks: int = typer.Option(256, help="At most this many blocks per side; above it the picture is block-level."),
+) -> None:
+    """The mask as a picture (exact for small S, block-level for large S)."""
+    from attnbench.cli.regress import mask_show_screen
+
+    params = _parse_set(set_)
+    if seed is not None:
+        params["seed"] = seed
+    mask_show_screen(console, name, seqlen, params, heads, head, blocks, out)
 
 
 def _load(suite: Path, profile, kernels, masks, seqlens):

@@ -107,7 +107,7 @@ def print_plan(console: Console, suite, plan) -> None:
     )
     console.print(f"  predicted duration: about {total / 60:.1f} min (prediction from FLOPs and a quick calibration)")
     reasons = Counter(
-        (p.case.kernel if p.case.cp is None else f"{p.case.cp.method} [{p.case.kernel}]", p.reason)
+        (p.case.kernel if p.case.cp is None else f"{p.case.cp.method} ({p.case.kernel})", p.reason)
         for p in plan
         if p.action != "run"
     )
@@ -121,7 +121,8 @@ def print_plan(console: Console, suite, plan) -> None:
         console.print(table)
 
 
-def run_with_progress(console: Console, suite, out_root: Path, cp_launch=None) -> Path:
+def run_with_progress(console: Console, suite, out_root: Path, cp_launch=None, *, isolate: bool = True,
+                      resume: Path | None = None) -> Path:
     from attnbench.results.store import load_run
     from attnbench.runner.run import RunEvents, run_suite
 
@@ -135,7 +136,10 @@ def run_with_progress(console: Console, suite, out_root: Path, cp_launch=None) -
         console=console,
         transient=True,
     ) as progress:
-        task = progress.add_task("starting", total=len(suite.cases))
+        task = progress.add_task("starting", total=None)
+
+        def on_start(info, count):
+            progress.update(task, total=count)
 
         def on_case_start(index, case):
             progress.update(task, description=case.label())
@@ -144,7 +148,13 @@ def run_with_progress(console: Console, suite, out_root: Path, cp_launch=None) -
             counts[record.status.value] += 1
             progress.advance(task)
 
-        run_dir = run_suite(suite, out_root, RunEvents(on_case_start=on_case_start, on_record=on_record), cp_launch=cp_launch)
+        def on_notice(text):
+            progress.console.print(f"[yellow]{text}[/yellow]")
+
+        events = RunEvents(on_start=on_start, on_case_start=on_case_start, on_record=on_record, on_notice=on_notice)
+        if resume is not None:
+            console.print(f"Resuming {resume}")
+        run_dir = run_suite(suite, out_root, events, cp_launch=cp_launch, isolate=isolate, resume=resume)
     print_run(console, load_run(run_dir))
     return run_dir
 

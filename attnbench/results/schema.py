@@ -105,12 +105,23 @@ class Record(BaseModel):
     accuracy: Optional[Accuracy] = None
     prediction: Optional[Prediction] = None
     cp: Optional[CPResult] = None
+    # optional per-case NVML snapshot (measure.environment.nvml_snapshot() taken right after
+    # timing: clocks, throttle reasons); compare flags throttled samples from it. Additive,
+    # so the schema version is unchanged; records without it fall back to run.json's snapshot.
+    nvml: Optional[list[dict[str, Any]]] = None
     started_at: str
     duration_s: float
     detail: Optional[str] = None  # traceback or stderr tail for error-like statuses
 
     def to_json_line(self) -> str:
         return self.model_dump_json(by_alias=True)
+
+    @classmethod
+    def for_case(cls, case: Case, *, run_id: str, status: Status, reason: Optional[str], started_at: str,
+                 duration_s: float, detail: Optional[str] = None, **fields: Any) -> "Record":
+        """The record of `case`, its identity (case_id, key) derived from the case."""
+        return cls(run_id=run_id, case_id=case.key_id(), key=case.key(), case=case, status=status, reason=reason,
+                   started_at=started_at, duration_s=duration_s, detail=detail, **fields)
 
 
 class SuiteInfo(BaseModel):
@@ -137,3 +148,5 @@ class RunInfo(BaseModel):
     state: str = "running"  # running, complete, interrupted, failed
     case_count: int = 0
     status_counts: dict[str, int] = Field(default_factory=dict)
+    resumed_at: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)  # worker restarts and the like

@@ -49,11 +49,29 @@ def write_json_atomic(path: Path, payload: str) -> None:
 class RunWriter:
     """Owns one run directory while the run is going."""
 
-    def __init__(self, root: Path, info: RunInfo) -> None:
+    def __init__(self, root: Path, info: RunInfo, *, resume: bool = False) -> None:
         self.dir = Path(root) / info.run_id
-        self.dir.mkdir(parents=True, exist_ok=False)
+        self.dir.mkdir(parents=True, exist_ok=resume)
         self.info = info
+        if resume:
+            drop_torn_tail(self.dir / RECORDS_FILE)
         self._records = open(self.dir / RECORDS_FILE, "a", encoding="utf-8")
+        self.write_info()
+
+    @classmethod
+    def resume(cls, run: "LoadedRun") -> "RunWriter":
+        """Continue `run` in place: new records are appended after the finished ones."""
+        info = run.info.model_copy(deep=True)
+        info.state, info.ended_at = "running", None
+        info.resumed_at = [*info.resumed_at, utc_now()]
+        info.status_counts = {}
+        for record in run.records:
+            info.status_counts[record.status.value] = info.status_counts.get(record.status.value, 0) + 1
+        return cls(run.path.parent, info, resume=True)
+
+    def note(self, text: str) -> None:
+        """Something that happened to the run itself (worker restarts), kept in run.json."""
+        self.info.notes.append(text)
         self.write_info()
 
     def write_info(self) -> None:
@@ -70,6 +88,16 @@ class RunWriter:
         self.info.ended_at = utc_now()
         self.write_info()
         self._records.close()
+
+
+def drop_torn_tail(path: Path) -> None:
+    """Cut a last line that a killed process left unfinished, so appending starts clean."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
 
 
 @dataclass

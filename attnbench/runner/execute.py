@@ -34,6 +34,8 @@ class CaseContext:
     peak_tflops: dict[str, float] = field(default_factory=dict)
     #: inputs for which some case of the run needs gradients: their reference gets them at once
     grad_inputs: set = field(default_factory=set)
+    #: how context-parallel cases start their ranks (attnbench.cp.launch.LaunchOptions; None: one node)
+    cp_launch: Any = None
     _tensors_key: Any = None
     _tensors: CaseTensors | None = None
     _reference_key: Any = None
@@ -104,11 +106,9 @@ def execute_case(case: Case, ctx: CaseContext) -> Record:
     finally:
         if case.device.startswith("cuda") and torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return Record(
+    return Record.for_case(
+        case,
         run_id=ctx.run_id,
-        case_id=case.key_id(),
-        key=case.key(),
-        case=case,
         status=status,
         reason=reason,
         started_at=started_at,
@@ -204,6 +204,10 @@ def _run(case: Case, ctx: CaseContext, fields: dict[str, Any]) -> tuple[Status, 
         p80_s=samples.p80_s,
         samples_s=samples.times_s,
     )
+    if case.device.startswith("cuda"):  # clocks and throttle reasons right after the timed loop
+        from attnbench.measure.environment import nvml_snapshot
+
+        fields["nvml"] = nvml_snapshot()
     memory = measure_peak_memory(one_iteration, device=case.device)
     fields["memory"] = Memory(peak_bytes=memory.peak_bytes, method=memory.method)
 

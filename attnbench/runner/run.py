@@ -12,9 +12,12 @@ from typing import Callable
 
 from attnbench import __version__
 from attnbench.cases import DTYPES
+from attnbench.cp.execute import execute_cp_case
+from attnbench.errors import UserError
 from attnbench.results.schema import Record, RunInfo, SuiteInfo
-from attnbench.results.store import RunWriter, new_run_id, utc_now
+from attnbench.results.store import RunWriter, load_run, new_run_id, utc_now
 from attnbench.runner.execute import CaseContext, execute_case
+from attnbench.runner.worker import CaseWorker, WorkerConfig
 
 
 @dataclass
@@ -24,6 +27,7 @@ class RunEvents:
     on_start: Callable[[RunInfo, int], None] | None = None
     on_case_start: Callable[[int, object], None] | None = None
     on_record: Callable[[int, Record], None] | None = None
+    on_notice: Callable[[str], None] | None = None
 
 
 def suite_info(suite) -> SuiteInfo:
@@ -38,50 +42,149 @@ def suite_info(suite) -> SuiteInfo:
     )
 
 
-def run_suite(suite, out_root: Path, events: RunEvents | None = None) -> Path:
-    from attnbench.measure.device import calibrate_device
+def run_suite(
+    suite,
+    out_root: Path,
+    events: RunEvents | None = None,
+    cp_launch=None,
+    *,
+    isolate: bool = True,
+    timeout: float | None = None,
+    resume: Path | None = None,
+) -> Path:
+    """Run `suite` into `out_root/<run-id>/` (or continue the run at `resume`).
+
+    `cp_launch` (attnbench.cp.launch.LaunchOptions) says how CP cases start their ranks.
+    With `isolate` (the default) kernel cases run in a worker process (runner.worker);
+    `timeout` overrides every case's `budget.timeout_seconds`. Ctrl-C finishes the current
+    case, writes the run's end state and tables, then raises KeyboardInterrupt.
+    """
     from attnbench.measure.environment import capture_environment
 
     events = events or RunEvents()
     cases = list(suite.cases)
     devices = sorted({case.device for case in cases}) or ["cpu"]
-    # every dtype: the peak bound takes the best of them (a kernel may compute internally in another)
-    calibration = calibrate_device(devices[0], DTYPES)
-    run_id = new_run_id()
-    info = RunInfo(
-        run_id=run_id,
-        attnbench_version=__version__,
-        suite=suite_info(suite),
-        environment=capture_environment(devices[0]),
-        calibration=calibration.to_dict(),
-        started_at=utc_now(),
-        case_count=len(cases),
-    )
-    writer = RunWriter(Path(out_root), info)
-    if events.on_start:
-        events.on_start(info, len(cases))
+    if resume is not None:
+        writer, cases = _resume(suite, Path(resume), cases)
+    else:
+        info = RunInfo(
+            run_id=new_run_id(),
+            attnbench_version=__version__,
+            suite=suite_info(suite),
+            environment=capture_environment(devices[0]),
+            started_at=utc_now(),
+            case_count=len(cases),
+        )
+        writer = RunWriter(Path(out_root), info)
+    run_id = writer.info.run_id
     ctx = CaseContext(
         run_id=run_id,
-        matmul_tflops=dict(calibration.matmul_tflops),
-        peak_tflops=dict(calibration.peak_tflops),
         grad_inputs={case.inputs_key() for case in cases if case.pass_.needs_grad and case.check_accuracy},
+        cp_launch=cp_launch,
     )
+    workers = _Workers(writer, ctx, devices[0], events) if isolate else None
+    if not isolate or not any(case.cp is None for case in cases):
+        _calibrate_here(writer, ctx, devices[0])
+    if events.on_start:
+        events.on_start(writer.info, len(cases))
     state = "failed"
     try:
         for index, case in enumerate(cases):
             if events.on_case_start:
                 events.on_case_start(index, case)
-            record = execute_case(case, ctx)
+            if case.cp is not None:
+                record = execute_cp_case(case, ctx)
+            elif workers is None:
+                record = execute_case(case, ctx)
+            else:
+                record = workers.run(case, timeout or case.budget.timeout_seconds)
             writer.append(record)
             if events.on_record:
                 events.on_record(index, record)
+            if workers is not None and workers.interrupted:
+                raise KeyboardInterrupt
         state = "complete"
     except KeyboardInterrupt:
         state = "interrupted"
         raise
     finally:
+        if workers is not None:
+            workers.close()
         writer.finish(state)
         from attnbench.results.tables import write_tables
 
         write_tables(writer.dir)
     return writer.dir
+
+
+def _calibrate_here(writer: RunWriter, ctx: CaseContext, device: str) -> None:
+    from attnbench.measure.device import calibrate_device
+
+    # every dtype: the peak bound takes the best of them (a kernel may compute internally in another)
+    calibration = calibrate_device(device, DTYPES)
+    ctx.matmul_tflops, ctx.peak_tflops = dict(calibration.matmul_tflops), dict(calibration.peak_tflops)
+    writer.info.calibration = calibration.to_dict()
+    writer.write_info()
+
+
+def _resume(suite, run_dir: Path, cases: list) -> tuple[RunWriter, list]:
+    """Reopen a run; the cases still to do are those without a record."""
+    run = load_run(run_dir)
+    if run.info.suite.sha256 != suite.sha256 or (run.info.suite.filters or {}) != (getattr(suite, "filters", {}) or {}):
+        raise UserError(
+            f"{run_dir}: the run was made from a different suite, profile or filters "
+            f"(suite sha256 {run.info.suite.sha256[:12]} vs {suite.sha256[:12]}); resume with the same command"
+        )
+    done = {record.case_id for record in run.records}
+    return RunWriter.resume(run), [case for case in cases if case.key_id() not in done]
+
+
+class _Workers:
+    """The run's worker process: started on first use, replaced after a fatal case."""
+
+    def __init__(self, writer: RunWriter, ctx: CaseContext, device: str, events: RunEvents) -> None:
+        self.writer, self.ctx, self.device = writer, ctx, device
+        self.worker: CaseWorker | None = None
+        self.interrupted = False
+        self.restarts = 0
+        notice = events.on_notice or (lambda text: None)
+        self.notice = notice
+
+    def _start(self) -> CaseWorker:
+        config = WorkerConfig(
+            run_id=self.ctx.run_id,
+            device=self.device,
+            stderr_path=str(self.writer.dir / "worker.stderr"),
+            grad_inputs=self.ctx.grad_inputs,
+        )
+        worker = CaseWorker(config, on_notice=self.notice)
+        known = (self.ctx.matmul_tflops, self.ctx.peak_tflops) if self.ctx.matmul_tflops else None
+        ready = worker.start(calibration=known)
+        if known is None:
+            calibration = ready["calibration"]
+            self.ctx.matmul_tflops, self.ctx.peak_tflops = calibration["matmul_tflops"], calibration["peak_tflops"]
+            self.writer.info.calibration = calibration
+            self.writer.write_info()
+        return worker
+
+    def run(self, case, timeout: float):
+        if self.worker is None or not self.worker.alive:
+            self.worker = self._start()
+        record, replace = self.worker.run(case, timeout)
+        self.interrupted = self.interrupted or self.worker.interrupted
+        if replace:
+            self.worker.kill()
+            self.worker = None
+            if not self.interrupted:
+                self.restarts += 1
+                self.worker = self._start()
+                memory = self.worker.ready.get("memory", {})
+                self.writer.note(
+                    f"worker replaced after {case.label()} ({record.status.value}); the new one starts with "
+                    f"{memory.get('allocated_bytes', 0)} bytes allocated, {memory.get('free_bytes', 0)} bytes free"
+                )
+        return record
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()

@@ -54,3 +54,45 @@ class RefusingKernel(NaiveKernel):
 
     def prepare(self, inputs, mask):
         raise Unsupported("head_dim 32 needs a multiple of 64 here")
+
+
+@register_kernel("segfaults")
+class SegfaultKernel(NaiveKernel):
+    name = "segfaults"
+    description = "dereferences a null pointer: the process dies with SIGSEGV (test plugin)"
+
+    def prepare(self, inputs, mask):
+        def run():
+            import ctypes
+
+            ctypes.string_at(0)
+
+        return run
+
+
+@register_kernel("aborts")
+class AbortKernel(NaiveKernel):
+    name = "aborts"
+    description = "calls abort(): the process dies with SIGABRT (test plugin)"
+
+    def prepare(self, inputs, mask):
+        def run():
+            import os
+
+            os.abort()
+
+        return run
+
+
+@register_kernel("hangs")
+class HangingKernel(NaiveKernel):
+    name = "hangs"
+    description = "sleeps for an hour: only the timeout ends it (test plugin)"
+
+    def prepare(self, inputs, mask):
+        def run():
+            import time
+
+            time.sleep(3600)
+
+        return run
