@@ -26,44 +26,14 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
-from attnbench.cases import DTYPES, Case, Pass
+from attnbench.cases import Case
 from attnbench.cp.dispatch import Layout, make_layout
 from attnbench.cp.slices import query_area
 from attnbench.errors import Unsupported
-from attnbench.kernels.base import Availability, device_type
+from attnbench.kernels.base import Availability, Support, device_type
 
-ALL_PASSES = frozenset(Pass)
-
-
-@dataclass(frozen=True)
-class CPSupport:
-    """What a method runs on one kind of device. ``masks`` None: every static mask."""
-
-    masks: frozenset[str] | None = None
-    passes: frozenset[Pass] = ALL_PASSES
-    dtypes: frozenset[str] = frozenset(DTYPES)
-    gqa: bool = True
-    note: str = ""
-
-    def reason_against(self, case: Case) -> str | None:
-        if self.masks is not None and case.mask.name not in self.masks:
-            return f"mask {case.mask.name!r} not supported (supports {', '.join(sorted(self.masks))})"
-        if case.pass_ not in self.passes:
-            return f"pass {case.pass_.value!r} not supported"
-        if case.dtype not in self.dtypes:
-            return f"dtype {case.dtype} not supported"
-        if not self.gqa and case.shape.heads_q != case.shape.heads_kv:
-            return "GQA/MQA (heads_q != heads_kv) not supported"
-        return None
-
-    def to_dict(self) -> dict:
-        return {
-            "masks": sorted(self.masks) if self.masks is not None else "all static",
-            "passes": [p.value for p in Pass if p in self.passes],
-            "dtypes": [d for d in DTYPES if d in self.dtypes],
-            "gqa": self.gqa,
-            "note": self.note,
-        }
+#: a method's support matrix is the kernels' one (head dims are left open: "any")
+CPSupport = Support
 
 
 @dataclass(frozen=True, eq=False)

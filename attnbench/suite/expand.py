@@ -25,6 +25,29 @@ def resolve_device(device: str, cuda_available: bool) -> str:
     return device
 
 
+def _case_maker(suite: Suite, cuda_available: bool):
+    """A function building one Case from the axes that vary; the suite's defaults fill the rest."""
+    d = suite.defaults
+    device = resolve_device(d.device, cuda_available)
+    budget = d.budget.to_budget()
+
+    def make(*, kernel, mask, dtype, heads_kv, head_dim, seqlen, pass_name, cp=None) -> Case:
+        return Case(
+            kernel=kernel,
+            mask=mask,
+            shape=Shape(batch=d.batch, heads_q=d.heads_q, heads_kv=heads_kv, head_dim=head_dim, seqlen=seqlen),
+            dtype=dtype,
+            pass_=Pass(pass_name),
+            seed=d.seed,
+            device=device,
+            check_accuracy=d.check_accuracy,
+            budget=budget,
+            cp=cp,
+        )
+
+    return make
+
+
 def expand_cases(suite: Suite, *, cuda_available: bool | None = None) -> list[Case]:
     """All cases of `suite`, in run order.
 
@@ -37,34 +60,20 @@ def expand_cases(suite: Suite, *, cuda_available: bool | None = None) -> list[Ca
         cuda_available = cuda_is_available()
     if suite.is_cp:
         return expand_cp_cases(suite, cuda_available=cuda_available)
-    d = suite.defaults
-    device = resolve_device(d.device, cuda_available)
-    budget = d.budget.to_budget()
+    make = _case_maker(suite, cuda_available)
     masks = [m.choice() for m in suite.sweep.masks]
-    cases: list[Case] = []
-    for dtype, heads_kv, head_dim, mask, seqlen, pass_name, kernel in itertools.product(
-        suite.dtypes(),
-        suite.heads_kv(),
-        suite.head_dims(),
-        masks,
-        suite.sweep.seqlens or [],
-        suite.passes(),
-        suite.sweep.kernels,
-    ):
-        cases.append(
-            Case(
-                kernel=kernel,
-                mask=mask,
-                shape=Shape(batch=d.batch, heads_q=d.heads_q, heads_kv=heads_kv, head_dim=head_dim, seqlen=seqlen),
-                dtype=dtype,
-                pass_=Pass(pass_name),
-                seed=d.seed,
-                device=device,
-                check_accuracy=d.check_accuracy,
-                budget=budget,
-            )
+    return [
+        make(kernel=kernel, mask=mask, dtype=dtype, heads_kv=heads_kv, head_dim=head_dim, seqlen=seqlen, pass_name=pass_name)
+        for dtype, heads_kv, head_dim, mask, seqlen, pass_name, kernel in itertools.product(
+            suite.dtypes(),
+            suite.heads_kv(),
+            suite.head_dims(),
+            masks,
+            suite.sweep.seqlens or [],
+            suite.passes(),
+            suite.sweep.kernels,
         )
-    return cases
+    ]
 
 
 def expand_cp_cases(suite: Suite, *, cuda_available: bool) -> list[Case]:
@@ -75,8 +84,7 @@ def expand_cp_cases(suite: Suite, *, cuda_available: bool) -> list[Case]:
     innermost as for kernel suites).
     """
     d = suite.defaults
-    device = resolve_device(d.device, cuda_available)
-    budget = d.budget.to_budget()
+    make = _case_maker(suite, cuda_available)
     masks = [m.choice() for m in suite.sweep.masks]
     scaling = suite.scaling()
     timeout = {} if d.cp_timeout_seconds is None else {"timeout_seconds": float(d.cp_timeout_seconds)}
@@ -87,17 +95,7 @@ def expand_cp_cases(suite: Suite, *, cuda_available: bool) -> list[Case]:
         cp = CPSpec(method=method.name, world_size=world, params=dict(method.params), scaling=scaling, **timeout)
         for seqlen, pass_name, kernel in itertools.product(suite.seqlens_for(world), suite.passes(), suite.sweep.kernels):
             cases.append(
-                Case(
-                    kernel=kernel,
-                    mask=mask,
-                    shape=Shape(batch=d.batch, heads_q=d.heads_q, heads_kv=heads_kv, head_dim=head_dim, seqlen=seqlen),
-                    dtype=dtype,
-                    pass_=Pass(pass_name),
-                    seed=d.seed,
-                    device=device,
-                    check_accuracy=d.check_accuracy,
-                    budget=budget,
-                    cp=cp,
-                )
+                make(kernel=kernel, mask=mask, dtype=dtype, heads_kv=heads_kv, head_dim=head_dim, seqlen=seqlen,
+                     pass_name=pass_name, cp=cp)
             )
     return cases
