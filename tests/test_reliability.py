@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from attnbench.results.schema import Status
 from attnbench.results.store import load_run

@@ -8,7 +8,6 @@ import json
 import pytest
 
 from attnbench.cases import Budget, Pass
-from attnbench.kernels import KERNELS
 from attnbench.results.schema import Status
 from attnbench.results.store import load_run
 from attnbench.runner.execute import CaseContext, execute_case

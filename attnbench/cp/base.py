@@ -30,7 +30,7 @@ from attnbench.cases import Case
 from attnbench.cp.dispatch import Layout, make_layout
 from attnbench.cp.slices import query_area
 from attnbench.errors import Unsupported
-from attnbench.kernels.base import Availability, Support, device_type
+from attnbench.support import DeclaredSupport, Support
 
 #: a method's support matrix is the kernels' one (head dims are left open: "any")
 CPSupport = Support
@@ -77,11 +77,9 @@ class CPRun:
     scope: Callable[[], Any] = contextlib.nullcontext
 
 
-class CPMethod:
+class CPMethod(DeclaredSupport):
     """Base class of every CP method."""
 
-    name: ClassVar[str] = ""
-    description: ClassVar[str] = ""
     support: ClassVar[Mapping[str, CPSupport]] = {"cpu": CPSupport(), "cuda": CPSupport()}
     #: CP parameters read from ``case.cp.params`` (name -> help)
     params: ClassVar[Mapping[str, str]] = {}
@@ -89,17 +87,6 @@ class CPMethod:
     uses_kernel: ClassVar[bool] = True
 
     # -- availability and support --------------------------------------------------------
-    def availability(self, device: str) -> Availability:
-        kind = device_type(device)
-        if kind not in self.support:
-            return Availability(False, f"needs {' or '.join(sorted(self.support)).upper()}")
-        if kind == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                return Availability(False, "needs CUDA (no CUDA device here)")
-        return Availability(True)
-
     def check(self, case: Case) -> str | None:
         """Shape rules of the method (override); None when the case can run."""
         return None
@@ -113,10 +100,7 @@ class CPMethod:
             return str(exc) or f"{self.name} cannot run this case"
 
     def _reason(self, case: Case) -> str | None:
-        available = self.availability(case.device)
-        if not available.ok:
-            return available.reason
-        reason = self.support[device_type(case.device)].reason_against(case)
+        reason = self.support_reason(case)
         if reason:
             return reason
         from attnbench.masks import MASKS
@@ -154,15 +138,7 @@ class CPMethod:
         raise NotImplementedError
 
     def describe(self, device: str) -> dict:
-        available = self.availability(device)
-        return {
-            "name": self.name,
-            "description": self.description,
-            "available": available.ok,
-            "reason": available.reason,
-            "params": dict(self.params),
-            "support": {dev: s.to_dict() for dev, s in self.support.items()},
-        }
+        return {**self.describe_support(device), "params": dict(self.params)}
 
 
 # -- small shared helpers -----------------------------------------------------------------

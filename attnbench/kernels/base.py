@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, ClassVar, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Callable, ClassVar, NamedTuple
 
-from attnbench.cases import DTYPES, Case, Pass
+from attnbench.cases import Case
+from attnbench.support import DeclaredSupport
+# what a kernel adapter declares comes from here too (one import line for adapters)
+from attnbench.support import ALL_DTYPES, ALL_PASSES, Availability, Support, device_type  # noqa: F401
 
 if TYPE_CHECKING:
     import torch
 
     from attnbench.masks import Mask
-
-ALL_PASSES = frozenset(Pass)
-ALL_DTYPES = frozenset(DTYPES)
-
 
 class AttnOutput(NamedTuple):
     out: "torch.Tensor"
@@ -50,59 +49,6 @@ class AttnInputs:
         return self.q.shape[2]
 
 
-@dataclass(frozen=True)
-class Support:
-    """What a kernel can run on one kind of device. `None` means "any"."""
-
-    masks: frozenset[str] | None = None
-    passes: frozenset[Pass] = ALL_PASSES
-    dtypes: frozenset[str] = ALL_DTYPES
-    head_dims: frozenset[int] | None = None
-    max_head_dim: int | None = None
-    gqa: bool = True
-    note: str = ""
-
-    def reason_against(self, case: Case) -> str | None:
-        """Why this support matrix excludes `case`, or None when it is covered."""
-        if self.masks is not None and case.mask.name not in self.masks:
-            return f"mask {case.mask.name!r} not supported (supports {', '.join(sorted(self.masks))})"
-        if case.pass_ not in self.passes:
-            passes = ", ".join(p.value for p in Pass if p in self.passes)
-            extra = f"; {self.note}" if self.note else ""
-            return f"pass {case.pass_.value!r} not supported (supports {passes}){extra}"
-        if case.dtype not in self.dtypes:
-            return f"dtype {case.dtype} not supported (supports {', '.join(d for d in DTYPES if d in self.dtypes)})"
-        head_dim = case.shape.head_dim
-        if self.head_dims is not None and head_dim not in self.head_dims:
-            return f"head_dim {head_dim} not supported (supports {', '.join(map(str, sorted(self.head_dims)))})"
-        if self.max_head_dim is not None and head_dim > self.max_head_dim:
-            return f"head_dim {head_dim} above the maximum {self.max_head_dim}"
-        if not self.gqa and case.shape.heads_q != case.shape.heads_kv:
-            return "GQA/MQA (heads_q != heads_kv) not supported"
-        return None
-
-    def to_dict(self) -> dict:
-        return {
-            "masks": sorted(self.masks) if self.masks is not None else "all",
-            "passes": [p.value for p in Pass if p in self.passes],
-            "dtypes": [d for d in DTYPES if d in self.dtypes],
-            "head_dims": sorted(self.head_dims) if self.head_dims is not None else "any",
-            "max_head_dim": self.max_head_dim,
-            "gqa": self.gqa,
-            "note": self.note,
-        }
-
-
-@dataclass(frozen=True)
-class Availability:
-    ok: bool
-    reason: str | None = None
-
-
-def device_type(device: str) -> str:
-    return device.split(":", 1)[0]
-
-
 @dataclass
 class MemoryModel:
     """Bytes a kernel needs beyond its inputs and outputs, for the pre-run prediction."""
@@ -112,41 +58,17 @@ class MemoryModel:
     per_token_head: float = 0.0  # bytes per (batch, head_q, token, head_dim) element
 
 
-class Kernel:
-    """Base class of every kernel adapter. Subclasses set the class attributes and `prepare`."""
+class Kernel(DeclaredSupport):
+    """Base class of every kernel adapter. Subclasses set `name`, `description`, `support`
+    (see attnbench.support), the class attributes below, and `prepare`."""
 
-    name: ClassVar[str] = ""
-    description: ClassVar[str] = ""
-    #: device type ("cpu", "cuda") -> what runs there; a device missing here is unsupported.
-    support: ClassVar[Mapping[str, Support]] = {}
     #: "dense" kernels compute every (query, key) pair whatever the mask; "sparse" ones
     #: only the mask's area. Used to predict run time before a case is attempted.
     work: ClassVar[str] = "sparse"
     memory: ClassVar[MemoryModel] = MemoryModel()
 
-    # -- availability and support -------------------------------------------------
-    def availability(self, device: str) -> Availability:
-        kind = device_type(device)
-        if kind not in self.support:
-            needs = " or ".join(sorted(self.support)) or "nothing"
-            return Availability(False, f"needs {needs.upper() if needs == 'cuda' else needs}")
-        if kind == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                return Availability(False, "needs CUDA (no CUDA device here)")
-        return self.backend_availability(device)
-
-    def backend_availability(self, device: str) -> Availability:
-        """Override to check the back end itself (a library installed, a probe call)."""
-        return Availability(True)
-
     def unsupported_reason(self, case: Case) -> str | None:
-        available = self.availability(case.device)
-        if not available.ok:
-            return available.reason
-        support = self.support[device_type(case.device)]
-        return support.reason_against(case)
+        return self.support_reason(case)
 
     # -- running ------------------------------------------------------------------
     def prepare(self, inputs: AttnInputs, mask: "Mask") -> Callable[[], AttnOutput]:
@@ -180,15 +102,7 @@ class Kernel:
         )
 
     def describe(self, device: str) -> dict:
-        available = self.availability(device)
-        return {
-            "name": self.name,
-            "description": self.description,
-            "available": available.ok,
-            "reason": available.reason,
-            "work": self.work,
-            "support": {dev: s.to_dict() for dev, s in self.support.items()},
-        }
+        return {**self.describe_support(device), "work": self.work}
 
 
 def default_scale(head_dim: int) -> float:

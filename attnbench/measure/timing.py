@@ -229,5 +229,5 @@ def _time_cuda(fn, dev: torch.device, budget: Budget, setup, flush_l2: bool, fir
             ends[i].record()
         sync()
         times = [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)]
-        del cache
+        cache = None  # release the flush buffer
     return Samples(times_s=times, warmup=warmup, method="cuda_event")

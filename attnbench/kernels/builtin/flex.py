@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 
-import torch
 
 from attnbench.kernels import register_kernel
 from attnbench.kernels.base import AttnOutput, Kernel, MemoryModel, Support, device_type
