@@ -50,8 +50,7 @@ class FlexKernel(Kernel):
 
         def run() -> AttnOutput:
             if with_lse:
-                out, lse = flex(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa, return_lse=True)
-                return AttnOutput(out, lse)
+                return flex_with_lse(flex, q, k, v, block_mask, scale, gqa)
             return AttnOutput(flex(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa))
 
         return run
@@ -60,12 +59,15 @@ class FlexKernel(Kernel):
 
     def attend_slices(self, q, k, v, local, scale):
         block_mask = local.block_mask(q.device, BLOCK_SIZE)
-        flex = compiled_flex_attention()
-        gqa = q.shape[1] != k.shape[1]
-        try:
-            from torch.nn.attention.flex_attention import AuxRequest
-        except ImportError:  # older torch: the deprecated flag
-            out, lse = flex(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa, return_lse=True)
-            return AttnOutput(out, lse)
-        out, aux = flex(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa, return_aux=AuxRequest(lse=True))
-        return AttnOutput(out, aux.lse)
+        return flex_with_lse(compiled_flex_attention(), q, k, v, block_mask, scale, q.shape[1] != k.shape[1])
+
+
+def flex_with_lse(flex, q, k, v, block_mask, scale, gqa) -> AttnOutput:
+    """Output and (natural-log) lse from FlexAttention, through the API this torch has."""
+    try:
+        from torch.nn.attention.flex_attention import AuxRequest
+    except ImportError:  # older torch: the deprecated flag
+        out, lse = flex(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa, return_lse=True)
+        return AttnOutput(out, lse)
+    out, aux = flex(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa, return_aux=AuxRequest(lse=True))
+    return AttnOutput(out, aux.lse)
