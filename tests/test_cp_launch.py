@@ -396,3 +396,12 @@ def test_cli_runs_a_cp_suite_with_tables(tmp_path):
     assert all(r.case.cp.timeout_seconds == 3.0 for r in run.records)
     bad = run_cli("run", str(suite), "--nnodes", "2", env=env)
     assert bad.returncode == 2 and "--rdzv-endpoint" in bad.stderr
+
+
+def test_per_gpu_figure_above_the_device_peak_is_invalid():
+    from attnbench.cp.execute import above_peak
+
+    assert above_peak(Status.ok, None, 2.0, 1.0)[0] is Status.invalid
+    assert above_peak(Status.ok, None, 0.5, 1.0) == (Status.ok, None)
+    assert above_peak(Status.ok, None, 2.0, None) == (Status.ok, None)
+    assert above_peak(Status.invalid, "wrong", 2.0, 1.0) == (Status.invalid, "wrong")

@@ -66,6 +66,7 @@ def execute_cp_case(case: Case, ctx: Any, options: Optional[LaunchOptions] = Non
                 status = Status.skipped
             else:
                 status, reason, detail = record_fields(case, launch_case(case, options), options, fields)
+                status, reason = above_peak(status, reason, fields.get("tflops"), getattr(ctx, "peak_tflops", {}).get(case.dtype))
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # the harness's own failure must not stop the suite either
@@ -116,6 +117,13 @@ def record_fields(
             return Status.ok, f"ranks of node {options.node_rank} ran; node 0 (rank 0) records the measurements", None
         return Status.error, "the ranks ended without an outcome from rank 0", tail
     return Status.error, failure, tail
+
+
+def above_peak(status: Status, reason: Optional[str], per_gpu_tflops: Optional[float], peak: Optional[float]):
+    """A per-GPU figure above one device's peak cannot be real: the record is invalid."""
+    if status is Status.ok and per_gpu_tflops is not None and peak is not None and per_gpu_tflops > peak:
+        return Status.invalid, f"{per_gpu_tflops:.1f} TFLOPs/s per GPU is above this device's peak of {peak:.1f}: impossible"
+    return status, reason
 
 
 def _failure_text(result: LaunchResult) -> str:
