@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 from rich.console import Console
@@ -25,6 +25,13 @@ console = Console()
 err_console = Console(stderr=True)
 
 DEFAULT_RESULTS = Path("results")
+
+# options several commands share
+ProfileOption = Annotated[Optional[str], typer.Option(help="Profile of overrides ('none' for none).")]
+KernelsOption = Annotated[Optional[List[str]], typer.Option(help="Only these kernels (comma-separated).")]
+MasksOption = Annotated[Optional[List[str]], typer.Option(help="Only these masks.")]
+SeqlensOption = Annotated[Optional[List[str]], typer.Option(help="Only these sequence lengths.")]
+RootOption = Annotated[Path, typer.Option("--root", help="Results root for run ids.")]
 
 
 def _split(values: Optional[List[str]]) -> Optional[list[str]]:
@@ -122,10 +129,10 @@ def env_command(as_json: bool = typer.Option(False, "--json")) -> None:
 @app.command("validate")
 def validate_command(
     suite: Path = typer.Argument(..., help="Suite YAML file."),
-    profile: Optional[str] = typer.Option(None, help="Profile of overrides ('none' for none)."),
-    kernels: Optional[List[str]] = typer.Option(None, help="Only these kernels (comma-separated)."),
-    masks: Optional[List[str]] = typer.Option(None, help="Only these masks."),
-    seqlens: Optional[List[str]] = typer.Option(None, help="Only these sequence lengths."),
+    profile: ProfileOption = None,
+    kernels: KernelsOption = None,
+    masks: MasksOption = None,
+    seqlens: SeqlensOption = None,
 ) -> None:
     """Check a suite: case count, what is unsupported, predicted duration."""
     from attnbench.cli.screens import print_plan
@@ -140,10 +147,10 @@ def validate_command(
 def run_command(
     suite: Path = typer.Argument(..., help="Suite YAML file."),
     out: Path = typer.Option(DEFAULT_RESULTS, "--out", help="Results root; the run goes to OUT/<run-id>/."),
-    profile: Optional[str] = typer.Option(None, help="Profile of overrides ('none' for none)."),
-    kernels: Optional[List[str]] = typer.Option(None, help="Only these kernels (comma-separated)."),
-    masks: Optional[List[str]] = typer.Option(None, help="Only these masks."),
-    seqlens: Optional[List[str]] = typer.Option(None, help="Only these sequence lengths."),
+    profile: ProfileOption = None,
+    kernels: KernelsOption = None,
+    masks: MasksOption = None,
+    seqlens: SeqlensOption = None,
     nnodes: Optional[int] = typer.Option(None, "--nnodes", help="CP: nodes taking part (run the same command on each)."),
     node_rank: Optional[int] = typer.Option(None, "--node-rank", help="CP: this node's index, 0..nnodes-1."),
     rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="CP: HOST:PORT of node 0 (with --nnodes > 1)."),
@@ -174,7 +181,7 @@ def run_command(
 @app.command("show")
 def show_command(
     run: str = typer.Argument("latest", help="Run directory, run id, latest or latest~N."),
-    root: Path = typer.Option(DEFAULT_RESULTS, "--root", help="Results root for run ids."),
+    root: RootOption = DEFAULT_RESULTS,
 ) -> None:
     """Re-render the tables of a finished run."""
     from attnbench.cli.screens import print_run
@@ -188,7 +195,7 @@ def show_command(
 def compare_command(
     base: str = typer.Argument(..., help="Base run: directory, run id, latest or latest~N."),
     current: str = typer.Argument(..., help="Current run: directory, run id, latest or latest~N."),
-    root: Path = typer.Option(DEFAULT_RESULTS, "--root", help="Results root for run ids."),
+    root: RootOption = DEFAULT_RESULTS,
     threshold: float = typer.Option(0.05, "--threshold", help="Smallest change that counts (0.05 = 5%)."),
     fail_on: str = typer.Option("regression", "--fail-on", help="Exit 1 on: regression (or new failure), failure, never."),
     fmt: str = typer.Option("table", "--format", help="table, markdown or json."),
@@ -225,7 +232,7 @@ def history_command(
 def report_command(
     runs: List[str] = typer.Argument(..., help="Runs (directory, run id, latest, latest~N), oldest first."),
     out: Path = typer.Option(Path("report.html"), "--out", help="The HTML file to write."),
-    root: Path = typer.Option(DEFAULT_RESULTS, "--root", help="Results root for run ids."),
+    root: RootOption = DEFAULT_RESULTS,
 ) -> None:
     """One self-contained HTML report (figures, support matrix, masks; compare and trend for several runs)."""
     from attnbench.cli.regress import report_screen
