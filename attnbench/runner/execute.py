@@ -64,14 +64,6 @@ class CaseContext:
         return self._reference
 
 
-class CaseFailure(Exception):
-    """A case ends early with this status and reason."""
-
-    def __init__(self, status: Status, reason: str, detail: str | None = None) -> None:
-        super().__init__(reason)
-        self.status, self.reason, self.detail = status, reason, detail
-
-
 def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return True
@@ -94,8 +86,6 @@ def execute_case(case: Case, ctx: CaseContext) -> Record:
         detail = None
     except KeyboardInterrupt:
         raise
-    except CaseFailure as failure:
-        status, reason, detail = failure.status, failure.reason, failure.detail
     except Unsupported as exc:
         status, reason, detail = Status.unsupported, str(exc), None
     except UserError as exc:

@@ -125,10 +125,6 @@ def death_status(exitcode: Optional[int], oom_kills_before: Optional[int], oom_k
     return Status.error, f"worker exited with code {exitcode} while running the case"
 
 
-class Interrupted(Exception):
-    """Ctrl-C: the run stops after the current record."""
-
-
 class CaseWorker:
     """One worker process and the pipe to it."""
 
