@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
-from rich.console import Console
+from rich.text import Text
 
+from attnbench.cli.console import plain_console
 from attnbench.errors import UserError
 
 app = typer.Typer(
@@ -21,8 +22,8 @@ app = typer.Typer(
 masks_app = typer.Typer(help="Inspect mask patterns.", no_args_is_help=True)
 app.add_typer(masks_app, name="masks")
 
-console = Console()
-err_console = Console(stderr=True)
+console = plain_console()
+err_console = plain_console(stderr=True)
 
 DEFAULT_RESULTS = Path("results")
 
@@ -272,11 +273,23 @@ def _load(suite: Path, profile, kernels, masks, seqlens):
     return loaded
 
 
+def _print_error(message: str) -> None:
+    """Bad input: one line on stderr (the message is printed as written, never read as markup)."""
+    err_console.print(Text.assemble(("error: ", "red"), " ".join(message.split())), highlight=False, soft_wrap=True)
+
+
+def _click_message(exc) -> str:
+    """click's usage error (bad option, missing argument) as one line, with where to find help."""
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command_path", None)
+    return f"{exc.format_message()} (see `{command} --help`)" if command else exc.format_message()
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)
     except UserError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True, markup=True)
+        _print_error(str(exc))
         sys.exit(2)
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
@@ -287,8 +300,8 @@ def main() -> None:
     except Exception as exc:
         # click's own errors (bad option, missing argument); typer ships its own click copy,
         # so recognise them by their interface rather than their class
-        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
+        if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
+            _print_error(_click_message(exc))
             sys.exit(exc.exit_code)
         raise
     sys.exit(code if isinstance(code, int) else 0)

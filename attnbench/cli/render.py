@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from attnbench.results.tables import Table
 
@@ -20,7 +21,7 @@ def rich_table(table: Table) -> RichTable:
         for value in row.tolist():
             text = str(value)
             style = next((s for word, s in STATUS_STYLE.items() if text.startswith(word)), None)
-            cells.append(f"[{style}]{text}[/{style}]" if style else text)
+            cells.append(Text(text, style=style or ""))
         out.add_row(str(index), *cells)
     return out
 
@@ -28,6 +29,6 @@ def rich_table(table: Table) -> RichTable:
 def print_tables(console: Console, tables: list[Table]) -> None:
     for table in tables:
         # the title on its own line: a rich table title wraps at the (narrow) table width
-        console.print(f"[bold]{table.title}[/bold]", highlight=False)
+        console.print(Text(table.title, style="bold"), highlight=False)
         console.print(rich_table(table))
         console.print()

@@ -6,9 +6,11 @@ from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table as RichTable
+from rich.text import Text
 
+from attnbench.cli.console import plain_text_column
 from attnbench.cli.render import print_tables
 
 
@@ -23,17 +25,17 @@ def print_inventory(console: Console, data: dict) -> None:
     for k in data["kernels"]:
         for device, s in k["support"].items():
             here = device == data["device"].split(":")[0]
-            avail = ("[green]yes[/green]" if k["available"] else f"[yellow]no[/yellow]: {k['reason']}") if here else "-"
+            avail = _availability(k["available"], k["reason"]) if here else "-"
             masks = "all" if s["masks"] == "all" else ", ".join(s["masks"])
             passes = ", ".join(PASS_SHORT.get(p, p) for p in s["passes"])
             dtypes = ", ".join(DTYPE_SHORT.get(d, d) for d in s["dtypes"])
             head_dims = "any" if s["head_dims"] == "any" else ", ".join(map(str, s["head_dims"]))
             if s.get("max_head_dim"):
                 head_dims += f" (<= {s['max_head_dim']})"
-            note = f" [dim]({s['note']})[/dim]" if s.get("note") else ""
-            kernels.add_row(k["name"], device, avail, masks, passes + note, dtypes, head_dims, "yes" if s["gqa"] else "no")
+            passes_cell = Text.assemble(passes, (f" ({s['note']})", "dim")) if s.get("note") else passes
+            kernels.add_row(k["name"], device, avail, masks, passes_cell, dtypes, head_dims, "yes" if s["gqa"] else "no")
         if data["device"].split(":")[0] not in k["support"]:
-            kernels.add_row(k["name"], data["device"], f"[yellow]no[/yellow]: {k['reason']}", "", "", "", "", "")
+            kernels.add_row(k["name"], data["device"], _availability(False, k["reason"]), "", "", "", "", "")
     console.print(kernels)
     masks = RichTable(title="Masks", title_justify="left")
     for col in ("mask", "kind", "parameters (default)", "description"):
@@ -48,13 +50,16 @@ def print_inventory(console: Console, data: dict) -> None:
         for col in ("method", "available", "parameters", "description"):
             cp.add_column(col)
         for method in data["cp_methods"]:
-            ok = method.get("available")
-            avail = "[green]yes[/green]" if ok else f"[yellow]no[/yellow]: {method.get('reason') or 'unavailable'}"
+            avail = _availability(method.get("available"), method.get("reason") or "unavailable")
             params = ", ".join(method.get("params") or {}) or "-"
             cp.add_row(method["name"], avail, params, method.get("description", ""))
         console.print(cp)
     else:
         console.print("Context-parallel methods: none registered yet")
+
+
+def _availability(available: bool, reason) -> Text:
+    return Text("yes", style="green") if available else Text.assemble(("no", "yellow"), f": {reason}")
 
 
 def print_mask_info(console: Console, info: dict) -> None:
@@ -73,10 +78,10 @@ def print_mask_info(console: Console, info: dict) -> None:
 def print_environment(console: Console, env: dict, prefix: str = "") -> None:
     for key, value in env.items():
         if isinstance(value, dict):
-            console.print(f"{prefix}[bold]{key}[/bold]:")
+            console.print(Text.assemble(prefix, (str(key), "bold"), ":"))
             print_environment(console, value, prefix + "  ")
         elif isinstance(value, list):
-            console.print(f"{prefix}[bold]{key}[/bold]: {len(value)} item(s)")
+            console.print(Text.assemble(prefix, (str(key), "bold"), f": {len(value)} item(s)"))
             for i, item in enumerate(value):
                 if isinstance(item, dict):
                     console.print(f"{prefix}  [{i}]")
@@ -84,13 +89,13 @@ def print_environment(console: Console, env: dict, prefix: str = "") -> None:
                 else:
                     console.print(f"{prefix}  - {item}")
         else:
-            console.print(f"{prefix}[bold]{key}[/bold]: {value}")
+            console.print(Text.assemble(prefix, (str(key), "bold"), f": {value}"))
 
 
 def _header(console: Console, suite, cp_launch=None) -> None:
     devices = ", ".join(sorted({c.device for c in suite.cases})) or "-"
-    profile = f"profile [bold]{suite.profile}[/bold] ({suite.profile_reason})" if suite.profile else "no profile"
-    console.print(f"Suite [bold]{suite.name}[/bold] from {suite.path}: {len(suite.cases)} cases on {devices}; {profile}")
+    profile = ("profile ", (suite.profile, "bold"), f" ({suite.profile_reason})") if suite.profile else ("no profile",)
+    console.print(Text.assemble("Suite ", (suite.name, "bold"), f" from {suite.path}: {len(suite.cases)} cases on {devices}; ", *profile))
     if any(c.cp is not None for c in suite.cases):
         from attnbench.cp.launch import LaunchOptions
 
@@ -129,7 +134,7 @@ def run_with_progress(console: Console, suite, out_root: Path, cp_launch=None, *
     _header(console, suite, cp_launch)
     counts: Counter = Counter()
     with Progress(
-        TextColumn("[progress.description]{task.description}"),
+        plain_text_column("{task.description}", style="progress.description"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -149,7 +154,7 @@ def run_with_progress(console: Console, suite, out_root: Path, cp_launch=None, *
             progress.advance(task)
 
         def on_notice(text):
-            progress.console.print(f"[yellow]{text}[/yellow]")
+            progress.console.print(Text(text, style="yellow"))
 
         events = RunEvents(on_start=on_start, on_case_start=on_case_start, on_record=on_record, on_notice=on_notice)
         if resume is not None:
@@ -163,21 +168,21 @@ def print_run(console: Console, run) -> None:
     from attnbench.results.tables import cp_never_run, cp_tables, memory_tables, never_run, performance_tables, records_frame
 
     for warning in run.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+        console.print(Text.assemble(("warning: ", "yellow"), warning))
     frame = records_frame(run.records)
     print_tables(console, performance_tables(frame))
     print_tables(console, memory_tables(frame))
     for kernel, reason in never_run(frame).items():
-        console.print(f"[dim]{kernel}: not run in any case ({reason})[/dim]")
+        console.print(Text(f"{kernel}: not run in any case ({reason})", style="dim"))
     print_tables(console, cp_tables(frame))
     for method, reason in cp_never_run(frame).items():
-        console.print(f"[dim]CP method {method}: not run in any case ({reason})[/dim]")
+        console.print(Text(f"CP method {method}: not run in any case ({reason})", style="dim"))
     counts = Counter(r.status.value for r in run.records)
     summary = ", ".join(f"{n} {s}" for s, n in counts.most_common())
     console.print(f"{len(run.records)} records ({summary}); state: {run.info.state}")
     problems = [r for r in run.records if r.status.value in ("error", "oom", "invalid", "timeout")]
     for r in problems[:20]:
-        console.print(f"  [red]{r.status.value}[/red] {r.case.label()}: {r.reason}")
+        console.print(Text.assemble("  ", (r.status.value, "red"), f" {r.case.label()}: {r.reason}"))
     if len(problems) > 20:
         console.print(f"  ... and {len(problems) - 20} more (see records.jsonl)")
     console.print(f"Results: {run.path}")
