@@ -23,6 +23,7 @@ from attnbench.cases import Case
 from attnbench.errors import UserError
 from attnbench.suite.expand import cuda_is_available, expand_cases
 from attnbench.suite.schema import (
+    MAX_SEQLEN,
     NAME_RE,
     SECTION_MODELS,
     Profile,
@@ -501,6 +502,14 @@ def _check_cp_shape(suite: Suite, problems: _Problems) -> None:
         problems.add(("sweep", "world_sizes"), "required with cp_methods; add e.g. `world_sizes: [1, 2, 4]` (ranks per case)")
     scaling = suite.scaling()
     if scaling == "weak":
+        for i, world in enumerate(sw.world_sizes or []):
+            if d.tokens_per_rank is not None and d.tokens_per_rank * world > MAX_SEQLEN:
+                problems.add(
+                    ("sweep", "world_sizes", i),
+                    f"tokens_per_rank x world size = {d.tokens_per_rank * world} is above the longest supported "
+                    f"global length, {MAX_SEQLEN}; use fewer ranks or fewer tokens per rank",
+                )
+                break
         if d.tokens_per_rank is None:
             problems.add(("defaults", "scaling"), "weak scaling needs defaults.tokens_per_rank (e.g. tokens_per_rank: 8K)")
         if sw.seqlens is not None:

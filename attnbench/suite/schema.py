@@ -74,6 +74,15 @@ PASS_ALIASES = {
 }
 DEVICES = ("auto", "cpu", "cuda")
 
+#: the largest integer any field takes: records, the history database (SQLite) and torch's
+#: generator seeds are 64-bit signed integers
+INT64_MAX = 2**63 - 1
+#: the longest sequence a suite or option may name: 1G tokens, a thousand times the
+#: longest context the tool is built for; a mask's area (up to S^2) then fits in int64
+MAX_SEQLEN = 2**30
+#: the most timed iterations a case may ask for (every sample is kept in its record)
+MAX_REPEATS = 100_000
+
 _SEQLEN_RE = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")
 _SUFFIX = {"": 1, "k": 1024, "m": 1024 * 1024}
 
@@ -83,13 +92,24 @@ def parse_seqlen(value: Any) -> int:
     if isinstance(value, bool):
         raise UserError(f"seqlen must be an integer or a K/M string like 4K (got {value!r})")
     if isinstance(value, int):
-        return value
+        return _bounded_seqlen(value)
     if isinstance(value, str):
         match = _SEQLEN_RE.match(value)
         if match:
-            return int(match.group(1)) * _SUFFIX[match.group(2).lower()]
-        raise UserError(f"cannot read seqlen {value!r}; write an integer or a number with a K or M suffix (1K = 1024)")
-    raise UserError(f"seqlen must be an integer or a K/M string like 4K (got {value!r})")
+            return _bounded_seqlen(int(match.group(1)) * _SUFFIX[match.group(2).lower()])
+        raise UserError(f"cannot read seqlen {_shown_value(value)}; write an integer or a number with a K or M suffix (1K = 1024)")
+    raise UserError(f"seqlen must be an integer or a K/M string like 4K (got {_shown_value(value)})")
+
+
+def _bounded_seqlen(value: int) -> int:
+    if value > MAX_SEQLEN:
+        raise UserError(f"seqlen {_shown_value(value)} is above the longest supported, {MAX_SEQLEN} (1024M); use a shorter one")
+    return value
+
+
+def _shown_value(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def canonical_pass(name: str) -> str:
@@ -154,11 +174,13 @@ def _kind(value: Any) -> str:
 def _param_after(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"must be a finite number (got {value!r})")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
+        raise ValueError(f"must be a 64-bit integer, at most {INT64_MAX} in size (got {_shown_value(value)}); use a smaller value")
     return value
 
 
-PositiveInt = Annotated[int, Field(ge=1)]
-Seqlen = Annotated[int, BeforeValidator(_seqlen_before), Field(ge=1)]
+PositiveInt = Annotated[int, Field(ge=1, le=INT64_MAX)]
+Seqlen = Annotated[int, BeforeValidator(_seqlen_before), Field(ge=1, le=MAX_SEQLEN)]
 DType = Annotated[str, AfterValidator(_dtype_after)]
 PassName = Annotated[str, AfterValidator(canonical_pass)]
 KernelName = Annotated[str, AfterValidator(_nonempty)]
@@ -174,8 +196,8 @@ class BudgetSpec(BaseModel):
 
     warmup_seconds: float = Field(_B["warmup_seconds"].default, ge=0)
     measure_seconds: float = Field(_B["measure_seconds"].default, gt=0)
-    min_repeats: int = Field(_B["min_repeats"].default, ge=1)
-    max_repeats: int = Field(_B["max_repeats"].default, ge=1)
+    min_repeats: int = Field(_B["min_repeats"].default, ge=1, le=MAX_REPEATS)
+    max_repeats: int = Field(_B["max_repeats"].default, ge=1, le=MAX_REPEATS)
     case_seconds: float = Field(_B["case_seconds"].default, gt=0)
     timeout_seconds: float = Field(_B["timeout_seconds"].default, gt=0)
 
@@ -195,7 +217,7 @@ class Defaults(BaseModel):
     head_dim: Optional[PositiveInt] = None  # required unless sweep.head_dims
     dtype: Optional[DType] = None  # required unless sweep.dtypes
     passes: list[PassName] = Field(default_factory=lambda: ["forward"], min_length=1)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=INT64_MAX)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     check_accuracy: bool = True
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
