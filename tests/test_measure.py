@@ -20,7 +20,14 @@ from attnbench.measure.accuracy import TensorError, compare_to_reference, tensor
 from attnbench.measure.device import calibrate_device, device_name, spec_peak
 from attnbench.measure.environment import capture_environment, decode_throttle_reasons, nvml_snapshot
 from attnbench.measure.flops import attention_flops, tflops_per_second
-from attnbench.measure.memory import MemoryResult, available_memory_bytes, measure_peak_memory, rss_bytes
+from attnbench.measure.memory import (
+    MemoryResult,
+    available_memory_bytes,
+    local_watch,
+    mark_memory,
+    measure_peak_memory,
+    rss_bytes,
+)
 from attnbench.measure.reference import Reference, default_chunk, reference_attention
 from attnbench.measure.timing import Samples, plan_iterations, time_fn
 
@@ -131,13 +138,39 @@ def test_time_fn_cuda_events():
 def test_peak_memory_cpu_sees_allocation():
     big = measure_peak_memory(lambda: torch.ones(50_000_000, dtype=torch.float32), device="cpu")  # 200 MB
     if big.method == "unavailable":
-        pytest.skip("cannot reset VmHWM here")
-    assert big.method == "linux_vmhwm"
+        pytest.skip("cannot read /proc/self/status here")
+    assert big.method == "linux_vmhwm_rss_sampled"
     assert big.peak_bytes >= 150e6
-    assert big.baseline_bytes > 0
+    assert big.baseline_bytes > 0 and not big.hwm_reset
     noop = measure_peak_memory(lambda: None, device="cpu")
     assert noop.peak_bytes < 20e6
     assert isinstance(noop, MemoryResult)
+
+
+def _fill_then_reset_hwm():
+    buffer = torch.ones(64_000_000, dtype=torch.float32)  # 256 MB, touched
+    time.sleep(0.05)  # held for a while, as by a kernel doing work with it
+    del buffer
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+def test_peak_memory_reset_of_the_high_water_mark_is_seen():
+    """A call that resets VmHWM after filling 256 MB: the samples still saw it, and the reset is flagged."""
+    r = measure_peak_memory(_fill_then_reset_hwm, device="cpu")
+    assert r.hwm_reset
+    assert r.peak_bytes >= 200e6
+
+
+def test_memory_held_since_the_mark_counts_in_the_peak():
+    watch = local_watch("cpu")
+    mark = mark_memory(watch, device="cpu")
+    held = torch.ones(50_000_000, dtype=torch.float32)  # allocated after the mark, as in a kernel's prepare
+    r = measure_peak_memory(lambda: held[0].item(), device="cpu", watch=watch, mark=mark)
+    assert r.peak_bytes >= 150e6 and r.held_bytes >= 150e6
+    unmarked = measure_peak_memory(lambda: held[0].item(), device="cpu")
+    assert unmarked.peak_bytes < 20e6
+    del held
 
 
 def test_memory_helpers():
@@ -148,7 +181,20 @@ def test_memory_helpers():
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_peak_memory_cuda():
     r = measure_peak_memory(lambda: torch.ones(50_000_000, device="cuda"), device="cuda")
-    assert r.method == "cuda_max_memory_allocated" and r.peak_bytes >= 200e6
+    assert r.method.startswith("cuda_max_memory_allocated") and r.peak_bytes >= 200e6
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_peak_memory_cuda_survives_a_reset_of_the_allocator_peak():
+    def fill_then_reset():
+        x = torch.ones(64_000_000, device="cuda")
+        torch.cuda.synchronize()
+        time.sleep(0.05)
+        del x
+        torch.cuda.reset_peak_memory_stats()
+
+    r = measure_peak_memory(fill_then_reset, device="cuda")
+    assert r.method == "cuda_max_memory_allocated+nvml_used_sampled" and r.peak_bytes >= 200e6
 
 
 # --- reference ------------------------------------------------------------------------

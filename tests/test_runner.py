@@ -33,7 +33,7 @@ def test_ok_record_has_numbers_samples_memory_accuracy(ctx):
     assert record.timing.repeats == len(record.timing.samples_s) >= 2
     assert record.timing.p20_s <= record.timing.median_s <= record.timing.p80_s
     assert record.tflops > 0 and record.flops > 0
-    assert record.memory.method == "linux_vmhwm"
+    assert record.memory.method == "linux_vmhwm_rss_sampled"
     assert set(record.accuracy.tensors) == {"out", "lse", "dq", "dk", "dv"}
     assert record.mask["num_documents"] >= 1 and record.mask["slices_hash"]
     # backward FLOPs are 2.5x forward by the convention

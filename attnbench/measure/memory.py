@@ -1,37 +1,97 @@
-"""Peak memory of one call.
+"""Peak memory of one call, measured so that the code being measured cannot fake it.
 
-CUDA: the caching allocator's peak (``torch.cuda.max_memory_allocated``) above the
-allocation level before the call. CPU (Linux): the process's resident high-water mark
-(``VmHWM``), reset just before the call by writing ``5`` to ``/proc/self/clear_refs``,
-above the resident set before the call. Where the high-water mark cannot be reset the
-method is ``"unavailable"`` and the peak ``None``; that is not an error.
+A kernel runs inside the process it is measured in, so whatever that process keeps about
+itself it can reset: ``/proc/self/clear_refs`` resets the resident high-water mark
+(``VmHWM``), ``torch.cuda.reset_peak_memory_stats`` the allocator's peak. The figure is
+therefore made by a :class:`ProcessWatch`, which can run in another process (the runner's
+main process watches its worker) and looks at what the kernel cannot hide:
+
+- CPU (Linux): the watched process's resident set (``/proc/<pid>/status`` ``VmRSS``),
+  sampled every millisecond by a thread during the call, and its ``VmHWM`` (reset through
+  ``/proc/<pid>/clear_refs`` just before the call) read after it. The peak is the larger of
+  the two. ``VmHWM`` can never legitimately be below a resident size sampled since its
+  reset, so when it is, the code reset it (``hwm_reset``: the runner marks the case
+  invalid). What could still escape: memory touched and released between two samples,
+  a few MB at memory bandwidth.
+- CUDA: the caching allocator's peak (``max_memory_allocated``) as before, and the
+  device's used memory as NVML reports it, sampled the same way after the allocator's
+  cache was emptied, so that new allocations show up there; the figure is the larger of
+  the two. A kernel that resets the allocator's counters is still seen through NVML (which
+  also counts memory allocated outside torch's allocator, at segment granularity).
+
+``mark()`` before the kernel's ``prepare`` makes the figure count from there: memory the
+kernel allocated in ``prepare`` and still holds during the call is part of its peak (it is
+memory the attention needs; a precomputed dense mask or workspace is not free), and
+``held_bytes`` says how much of the peak was already held when the call started.
+Where nothing can be read the method is ``"unavailable"`` and the peak ``None``.
 """
 
 from __future__ import annotations
 
 import gc
+import os
+import threading
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 
 from attnbench.measure.device import resolve_device
 
-_STATUS = "/proc/self/status"
-_CLEAR_REFS = "/proc/self/clear_refs"
 _MEMINFO = "/proc/meminfo"
+#: how often a watch samples during the measured call
+SAMPLE_INTERVAL_S = 0.001
+#: VmHWM below the largest sampled VmRSS by more than this means it was reset (RSS counters
+#: are per-CPU batched, so the two can disagree by a few pages)
+HWM_SLACK_BYTES = 4 * 1024 * 1024
+
+METHOD_RSS = "linux_vmhwm_rss_sampled"
+METHOD_NVML = "nvml_used_sampled"
+METHOD_ALLOCATOR = "cuda_max_memory_allocated"
+METHOD_UNAVAILABLE = "unavailable"
 
 
 @dataclass
 class MemoryResult:
     peak_bytes: int | None
-    method: str  # "cuda_max_memory_allocated", "linux_vmhwm" or "unavailable"
-    baseline_bytes: int | None
+    method: str  # METHOD_* above, joined with "+" when two views are combined
+    baseline_bytes: int | None  # the level the peak counts from (the mark, else the start of the call)
+    held_bytes: int | None = None  # of the peak: already held when the call started (since the mark)
+    hwm_reset: bool = False  # the high-water mark was reset during the call: the figure is a lower bound
+    watched_by: str = "this process"  # "this process" or "the main process"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+@dataclass
+class WatchView:
+    """What a watch saw of one call (bytes, all above the watch's origin)."""
+
+    method: str
+    peak_bytes: int | None
+    held_bytes: int | None
+    baseline_bytes: int | None
+    hwm_reset: bool = False
+    samples: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class MemoryWatch(Protocol):
+    """mark() before prepare (optional), begin() right before the call, end() right after it."""
+
+    watched_by: str
+
+    def mark(self) -> None: ...
+
+    def begin(self) -> None: ...
+
+    def end(self) -> WatchView: ...
+
+
+# -- /proc of any process ---------------------------------------------------------------------
 def _read_kb_field(path: str, key: str) -> int | None:
     """``key:   1234 kB`` from a /proc file, in bytes; None when unreadable."""
     try:
@@ -47,18 +107,20 @@ def _read_kb_field(path: str, key: str) -> int | None:
     return None
 
 
-def rss_bytes() -> int | None:
-    """Current resident set size of this process (Linux ``VmRSS``), or None."""
-    return _read_kb_field(_STATUS, "VmRSS")
+def rss_bytes(pid: int | None = None) -> int | None:
+    """Current resident set size of a process (Linux ``VmRSS``; default this one), or None."""
+    return _read_kb_field(f"/proc/{pid or 'self'}/status", "VmRSS")
 
 
-def _hwm_bytes() -> int | None:
-    return _read_kb_field(_STATUS, "VmHWM")
+def hwm_bytes(pid: int | None = None) -> int | None:
+    """Resident high-water mark of a process (Linux ``VmHWM``), or None."""
+    return _read_kb_field(f"/proc/{pid or 'self'}/status", "VmHWM")
 
 
-def _reset_hwm() -> bool:
+def reset_hwm(pid: int | None = None) -> bool:
+    """Reset a process's ``VmHWM`` to its current RSS (writable by the same user)."""
     try:
-        with open(_CLEAR_REFS, "w") as f:
+        with open(f"/proc/{pid or 'self'}/clear_refs", "w") as f:
             f.write("5")
         return True
     except OSError:
@@ -76,27 +138,189 @@ def available_memory_bytes(device: str | torch.device = "cpu") -> int | None:
     return _read_kb_field(_MEMINFO, "MemAvailable")
 
 
-def measure_peak_memory(fn: Callable[[], Any], *, device: str | torch.device) -> MemoryResult:
-    """Run ``fn()`` once and report the peak memory it added above the level before it."""
+# -- NVML (usable from a process that never touches CUDA) ----------------------------------
+def nvml_used_reader(uuid: str) -> Callable[[], int | None] | None:
+    """A function returning the used memory of the GPU with this UUID, through NVML; None without NVML."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = None
+        for candidate in (uuid, uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"):
+            try:
+                handle = pynvml.nvmlDeviceGetHandleByUUID(candidate)
+                break
+            except pynvml.NVMLError:
+                continue
+        if handle is None:
+            return None
+    except Exception:  # no driver, no library: the allocator's view alone
+        return None
+
+    def used() -> int | None:
+        try:
+            return int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+        except Exception:
+            return None
+
+    return used
+
+
+def cuda_device_uuid(device: str | torch.device) -> str | None:
+    """The UUID of a CUDA device as NVML names it, so that another process can watch it."""
+    try:
+        return str(torch.cuda.get_device_properties(resolve_device(device)).uuid)
+    except Exception:
+        return None
+
+
+# -- the watch ------------------------------------------------------------------------------
+class _Sampler:
+    """Reads a level (bytes) every SAMPLE_INTERVAL_S in a thread and keeps the largest."""
+
+    def __init__(self, read: Callable[[], int | None], interval: float = SAMPLE_INTERVAL_S) -> None:
+        self.read, self.interval = read, interval
+        self.largest: int | None = None
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="attnbench-memory-watch", daemon=True)
+
+    def _take(self) -> None:
+        value = self.read()
+        if value is not None:
+            self.count += 1
+            self.largest = value if self.largest is None else max(self.largest, value)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._take()
+
+    def start(self) -> None:
+        self._take()
+        self._thread.start()
+
+    def stop(self) -> int | None:
+        self._stop.set()
+        self._thread.join()
+        self._take()
+        return self.largest
+
+
+class ProcessWatch:
+    """Watches one process's memory (CPU: its resident set; CUDA: the GPU's used memory via NVML).
+
+    Works from any process: the runner's main process watches its worker, so the kernel
+    running in the worker has no handle on the figure.
+    """
+
+    def __init__(self, pid: int | None = None, *, device: str = "cpu", gpu_uuid: str | None = None,
+                 watched_by: str = "this process") -> None:
+        self.pid = pid or os.getpid()
+        self.cuda = device.startswith("cuda")
+        self.watched_by = watched_by
+        self._level: Callable[[], int | None]
+        if self.cuda:
+            reader = nvml_used_reader(gpu_uuid) if gpu_uuid else None
+            self._level = reader or (lambda: None)
+        else:
+            self._level = lambda: rss_bytes(self.pid)
+        self._origin: int | None = None
+        self._marked = False
+        self._begin: int | None = None
+        self._hwm_ok = False
+        self._sampler: _Sampler | None = None
+
+    def mark(self) -> None:
+        self._origin, self._marked = self._level(), True
+
+    def begin(self) -> None:
+        self._hwm_ok = (not self.cuda) and reset_hwm(self.pid)
+        self._begin = self._level()
+        if not self._marked:
+            self._origin = self._begin
+        self._sampler = _Sampler(self._level)
+        self._sampler.start()
+
+    def end(self) -> WatchView:
+        sampler, self._sampler = self._sampler, None
+        largest = sampler.stop() if sampler is not None else None
+        count = sampler.count if sampler is not None else 0
+        hwm = hwm_bytes(self.pid) if self._hwm_ok else None
+        origin, begin = self._origin, self._begin
+        self._marked, self._origin = False, None
+        if largest is None or origin is None:
+            return WatchView(method=METHOD_UNAVAILABLE, peak_bytes=None, held_bytes=None, baseline_bytes=origin)
+        reset = hwm is not None and hwm + HWM_SLACK_BYTES < largest
+        top = max(largest, hwm or 0)
+        held = None if begin is None else max(0, begin - origin)
+        return WatchView(
+            method=METHOD_NVML if self.cuda else METHOD_RSS,
+            peak_bytes=max(0, top - origin),
+            held_bytes=held,
+            baseline_bytes=origin,
+            hwm_reset=reset,
+            samples=count,
+        )
+
+
+def local_watch(device: str | torch.device) -> ProcessWatch:
+    """A watch of this process, from a thread in it (inline runs, CP ranks)."""
     dev = resolve_device(device)
+    uuid = cuda_device_uuid(dev) if dev.type == "cuda" else None
+    return ProcessWatch(os.getpid(), device=dev.type, gpu_uuid=uuid)
+
+
+@dataclass
+class MemoryMark:
+    """The level a measurement counts from, taken before the kernel's prepare."""
+
+    allocator_bytes: int | None
+
+
+def mark_memory(watch: MemoryWatch, *, device: str | torch.device) -> MemoryMark:
+    """Call before the kernel's ``prepare``: what it then allocates and keeps counts in its peak."""
+    dev = resolve_device(device)
+    allocated = None
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-        baseline = int(torch.cuda.memory_allocated(dev))
-        torch.cuda.reset_peak_memory_stats(dev)
+        allocated = int(torch.cuda.memory_allocated(dev))
+    watch.mark()
+    return MemoryMark(allocator_bytes=allocated)
+
+
+def measure_peak_memory(fn: Callable[[], Any], *, device: str | torch.device, watch: Optional[MemoryWatch] = None,
+                        mark: MemoryMark | None = None) -> MemoryResult:
+    """Run ``fn()`` once and report the peak memory above the mark (else the level before the call)."""
+    dev = resolve_device(device)
+    watch = watch if watch is not None else local_watch(dev)
+    gc.collect()
+    if dev.type == "cuda":
+        return _measure_cuda(fn, dev, watch, mark)
+    watch.begin()
+    try:
+        result = fn()
+    finally:
+        view = watch.end()
+    del result
+    return MemoryResult(peak_bytes=view.peak_bytes, method=view.method, baseline_bytes=view.baseline_bytes,
+                        held_bytes=view.held_bytes, hwm_reset=view.hwm_reset, watched_by=watch.watched_by)
+
+
+def _measure_cuda(fn, dev: torch.device, watch: MemoryWatch, mark: MemoryMark | None) -> MemoryResult:
+    torch.cuda.synchronize(dev)
+    torch.cuda.empty_cache()  # new allocations must reach the driver, where NVML sees them
+    start = int(torch.cuda.memory_allocated(dev))
+    origin = mark.allocator_bytes if mark is not None and mark.allocator_bytes is not None else start
+    torch.cuda.reset_peak_memory_stats(dev)
+    watch.begin()
+    try:
         result = fn()
         torch.cuda.synchronize(dev)
-        peak = int(torch.cuda.max_memory_allocated(dev)) - baseline
-        del result
-        return MemoryResult(peak_bytes=max(0, peak), method="cuda_max_memory_allocated", baseline_bytes=baseline)
-
-    gc.collect()
-    baseline = rss_bytes()
-    if baseline is None or not _reset_hwm():
-        fn()
-        return MemoryResult(peak_bytes=None, method="unavailable", baseline_bytes=baseline)
-    result = fn()
-    hwm = _hwm_bytes()
+    finally:
+        view = watch.end()
+    allocator_peak = max(0, int(torch.cuda.max_memory_allocated(dev)) - origin)
     del result
-    if hwm is None:
-        return MemoryResult(peak_bytes=None, method="unavailable", baseline_bytes=baseline)
-    return MemoryResult(peak_bytes=max(0, hwm - baseline), method="linux_vmhwm", baseline_bytes=baseline)
+    peaks = [allocator_peak] + ([view.peak_bytes] if view.peak_bytes is not None else [])
+    method = METHOD_ALLOCATOR if view.peak_bytes is None else f"{METHOD_ALLOCATOR}+{METHOD_NVML}"
+    return MemoryResult(peak_bytes=max(peaks), method=method, baseline_bytes=origin,
+                        held_bytes=max(0, start - origin), watched_by=watch.watched_by)

@@ -16,11 +16,16 @@ Protocol of :func:`time_fn`:
 
 Only ``fn`` is inside the timed region. ``setup`` (if given) runs untimed before every
 iteration, warm-up ones included, and its return value is passed to ``fn``.
+
+A :class:`SpotCheck` passed to :func:`time_fn` keeps what ``fn`` returned on one timed
+iteration, chosen at random once the repeat count is known, so that the caller can check
+the outputs of a timed call too: a kernel cannot tell which of its calls will be looked at.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
@@ -74,6 +79,24 @@ class Samples:
         d["times_s"] = [float(t) for t in self.times_s]
         d.update(repeats=self.repeats, median_s=self.median_s, p20_s=self.p20_s, p80_s=self.p80_s)
         return d
+
+
+class SpotCheck:
+    """Keeps the result of one timed iteration, picked at random (the kernel cannot predict it)."""
+
+    _rng = random.SystemRandom()
+
+    def __init__(self) -> None:
+        self.index: int | None = None
+        self.result: Any = None
+
+    def plan(self, repeats: int) -> None:
+        self.index = self._rng.randrange(repeats) if repeats > 0 else None
+        self.result = None
+
+    def offer(self, index: int, result: Any) -> None:
+        if index == self.index:
+            self.result = result
 
 
 def _ceil_ratio(seconds: float, est: float) -> int:
@@ -140,16 +163,19 @@ def time_fn(
     setup: Callable[[], Any] | None = None,
     flush_l2: bool = True,
     first_call: bool = True,
+    spot_check: SpotCheck | None = None,
 ) -> Samples:
     """Time ``fn`` on ``device`` under ``budget`` (see the module docstring).
 
     ``first_call=False`` skips the untimed first call (compilation, lazy initialisation)
     when the caller has already run ``fn`` once, e.g. to check its accuracy.
+    ``spot_check`` receives the result of one timed iteration (see :class:`SpotCheck`).
     """
     dev = resolve_device(device)
+    spot_check = spot_check or SpotCheck()
     if dev.type == "cuda":
-        return _time_cuda(fn, dev, budget, setup, flush_l2, first_call)
-    return _time_cpu(fn, budget, setup, first_call)
+        return _time_cuda(fn, dev, budget, setup, flush_l2, first_call, spot_check)
+    return _time_cpu(fn, budget, setup, first_call, spot_check)
 
 
 def _estimate_limit(budget: Budget) -> float:
@@ -158,7 +184,7 @@ def _estimate_limit(budget: Budget) -> float:
     return 0.1 * (budget.warmup_seconds + budget.measure_seconds)
 
 
-def _time_cpu(fn, budget: Budget, setup, first_call: bool) -> Samples:
+def _time_cpu(fn, budget: Budget, setup, first_call: bool, spot_check: SpotCheck) -> Samples:
     def iteration():
         if setup is not None:
             fn(setup())
@@ -174,21 +200,25 @@ def _time_cpu(fn, budget: Budget, setup, first_call: bool) -> Samples:
 
     times: list[float] = []
     perf = time.perf_counter
-    for _ in range(repeats):
+    spot_check.plan(repeats)
+    for i in range(repeats):
         if setup is not None:
             arg = setup()
             t0 = perf()
-            fn(arg)
+            result = fn(arg)
             t1 = perf()
         else:
             t0 = perf()
-            fn()
+            result = fn()
             t1 = perf()
         times.append(t1 - t0)
+        spot_check.offer(i, result)
+        result = None  # freed before the next iteration, as an unkept result always was
     return Samples(times_s=times, warmup=warmup, method="perf_counter")
 
 
-def _time_cuda(fn, dev: torch.device, budget: Budget, setup, flush_l2: bool, first_call: bool) -> Samples:
+def _time_cuda(fn, dev: torch.device, budget: Budget, setup, flush_l2: bool, first_call: bool,
+               spot_check: SpotCheck) -> Samples:
     with torch.cuda.device(dev):
         cache = None
         if flush_l2:
@@ -204,10 +234,7 @@ def _time_cuda(fn, dev: torch.device, budget: Budget, setup, flush_l2: bool, fir
             return arg
 
         def call(arg):
-            if setup is not None:
-                fn(arg)
-            else:
-                fn()
+            return fn(arg) if setup is not None else fn()
 
         def iteration():
             call(prepare())
@@ -222,11 +249,14 @@ def _time_cuda(fn, dev: torch.device, budget: Budget, setup, flush_l2: bool, fir
 
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+        spot_check.plan(repeats)
         for i in range(repeats):
             arg = prepare()  # setup and L2 flush stay outside the events
             starts[i].record()
-            call(arg)
+            result = call(arg)
             ends[i].record()
+            spot_check.offer(i, result)
+            result = None
         sync()
         times = [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)]
         cache = None  # release the flush buffer

@@ -41,8 +41,12 @@ class Timing(BaseModel):
 
 
 class Memory(BaseModel):
-    peak_bytes: Optional[int] = None
-    method: str  # "cuda_max_memory_allocated", "linux_vmhwm" or "unavailable"
+    peak_bytes: Optional[int] = None  # above the level before the kernel's prepare
+    # "linux_vmhwm_rss_sampled", "cuda_max_memory_allocated[+nvml_used_sampled]", "unavailable";
+    # records made before the watch was outside the kernel's process say "linux_vmhwm"
+    method: str
+    held_bytes: Optional[int] = None  # of peak_bytes: held when the measured call started (from prepare)
+    watched_by: Optional[str] = None  # "the main process" (kernel cases in a worker) or "this process"
 
 
 class TensorAccuracy(BaseModel):
@@ -55,8 +59,11 @@ class TensorAccuracy(BaseModel):
 
 class Accuracy(BaseModel):
     reference: str  # e.g. "float64 cpu, query chunks"
-    tensors: dict[str, TensorAccuracy]
-    ok: bool
+    tensors: dict[str, TensorAccuracy]  # the first call
+    ok: bool  # first call and timed call
+    # the outputs of one timed call, picked at random (0-based index among the timed calls)
+    timed_call: Optional[dict[str, TensorAccuracy]] = None
+    timed_call_index: Optional[int] = None
 
 
 class Prediction(BaseModel):

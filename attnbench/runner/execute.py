@@ -20,6 +20,7 @@ from attnbench.cases import Case, Pass
 from attnbench.errors import Unsupported, UserError
 from attnbench.results.schema import Accuracy, Memory, Prediction, Record, Status, TensorAccuracy, Timing
 from attnbench.results.store import utc_now
+from attnbench.measure.integrity import changed, fingerprints
 from attnbench.runner.inputs import CaseTensors, make_tensors
 from attnbench.runner.predict import predict, skip_reason
 from attnbench.runner.tolerance import tolerances
@@ -27,7 +28,13 @@ from attnbench.runner.tolerance import tolerances
 
 @dataclass
 class CaseContext:
-    """What consecutive cases share: calibration, and inputs and reference of the same problem."""
+    """What consecutive cases share: calibration, and inputs and reference of the same problem.
+
+    The inputs are shared by every kernel of the same problem, so they are fingerprinted
+    when made (measure.integrity) and checked whenever they are handed out again: a kernel
+    that changed them in place never passes the change on to the next kernel, and the
+    reference is always computed from untouched inputs, before any kernel sees them.
+    """
 
     run_id: str
     matmul_tflops: dict[str, float] = field(default_factory=dict)
@@ -36,18 +43,38 @@ class CaseContext:
     grad_inputs: set = field(default_factory=set)
     #: how context-parallel cases start their ranks (attnbench.cp.launch.LaunchOptions; None: one node)
     cp_launch: Any = None
+    #: who watches the memory of a case (measure.memory.MemoryWatch; None: this process itself)
+    memory_watch: Any = None
     _tensors_key: Any = None
     _tensors: CaseTensors | None = None
+    _fingerprints: dict = field(default_factory=dict)
+    _verified: bool = False
     _reference_key: Any = None
     _reference: Any = None
 
     def tensors(self, case: Case) -> CaseTensors:
-        if self._tensors_key != case.inputs_key():
+        """The case's inputs, unchanged since they were made (made again if a kernel changed them)."""
+        key = case.inputs_key()
+        if self._tensors_key != key:
             self._tensors = self._reference = self._reference_key = None
             gc.collect()
+        elif not self._verified and self.inputs_changed():
+            self._tensors = None  # the reference was computed from them untouched: it stays
+            gc.collect()
+        if self._tensors is None:
             self._tensors = make_tensors(case)
-            self._tensors_key = case.inputs_key()
-        return self._tensors  # type: ignore[return-value]
+            self._tensors_key = key
+            self._fingerprints = fingerprints(_named(self._tensors))
+        self._verified = False  # handed out: checked again before the next hand-out
+        return self._tensors
+
+    def inputs_changed(self) -> list[str]:
+        """Which of the shared inputs (q, k, v, grad_out) differ from when they were made."""
+        if self._tensors is None:
+            return []
+        names = changed(_named(self._tensors), self._fingerprints)
+        self._verified = not names
+        return names
 
     def reference(self, case: Case, mask, tensors: CaseTensors, scale: float):
         from attnbench.measure.reference import reference_attention
@@ -62,6 +89,10 @@ class CaseContext:
         self._reference = reference_attention(tensors.q, tensors.k, tensors.v, mask, grad_out=grad_out, scale=scale)
         self._reference_key = key
         return self._reference
+
+
+def _named(tensors: CaseTensors) -> dict[str, torch.Tensor]:
+    return {"q": tensors.q, "k": tensors.k, "v": tensors.v, "grad_out": tensors.grad_out}
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -111,10 +142,9 @@ def execute_case(case: Case, ctx: CaseContext) -> Record:
 def _run(case: Case, ctx: CaseContext, fields: dict[str, Any]) -> tuple[Status, str | None]:
     from attnbench.kernels import KERNELS
     from attnbench.masks import MASKS, build_mask
-    from attnbench.measure.accuracy import compare_to_reference
     from attnbench.measure.flops import attention_flops, tflops_per_second
-    from attnbench.measure.memory import available_memory_bytes, measure_peak_memory
-    from attnbench.measure.timing import time_fn
+    from attnbench.measure.memory import available_memory_bytes, local_watch, mark_memory, measure_peak_memory
+    from attnbench.measure.timing import SpotCheck, time_fn
 
     kernel = KERNELS.get(case.kernel)
     why_not = kernel.unsupported_reason(case)
@@ -136,42 +166,33 @@ def _run(case: Case, ctx: CaseContext, fields: dict[str, Any]) -> tuple[Status, 
 
     tensors = ctx.tensors(case)
     inputs = tensors.for_pass(case.pass_.needs_grad)
+    # the reference comes first, from inputs no kernel has seen yet
+    reference = ctx.reference(case, mask, tensors, inputs.scale) if case.check_accuracy else None
+    watch = ctx.memory_watch if ctx.memory_watch is not None else local_watch(case.device)
+    memory_mark = mark_memory(watch, device=case.device)  # what prepare allocates and keeps is the kernel's
     run = kernel.prepare(inputs, mask)
     grads_of = (inputs.q, inputs.k, inputs.v)
 
     def forward_backward():
-        return torch.autograd.grad(run().out, grads_of, tensors.grad_out)
+        result = run()
+        return result, torch.autograd.grad(result.out, grads_of, tensors.grad_out)
 
     # first call: compiles where the kernel compiles, and gives the numbers to check
-    result = run()
-    actual = {"out": result.out, "lse": result.lse}
-    if case.pass_.needs_grad:
-        actual.update(zip(("dq", "dk", "dv"), torch.autograd.grad(result.out, grads_of, tensors.grad_out)))
     status, reason = Status.ok, None
-    if case.check_accuracy:
-        reference = ctx.reference(case, mask, tensors, inputs.scale)
-        errors = compare_to_reference({k: v for k, v in actual.items() if v is not None}, reference)
+    first = _outputs(Pass.forward_backward, forward_backward()) if case.pass_.needs_grad else _outputs(Pass.forward, run())
+    if reference is not None:
         limits = tolerances(case.device, case.dtype, s.head_dim)
-        tensors_report = {}
-        for name, err in errors.items():
-            tol = limits.get(name)
-            ok = not err.has_nan and err.rel_l2 is not None and (tol is None or err.rel_l2 <= tol)
-            tensors_report[name] = TensorAccuracy(
-                max_abs=_finite(err.max_abs), rel_l2=_finite(err.rel_l2), tolerance=tol, has_nan=err.has_nan, ok=ok
-            )
-        accurate = all(t.ok for t in tensors_report.values())
-        fields["accuracy"] = Accuracy(reference=_reference_label(case.device), tensors=tensors_report, ok=accurate)
-        if not accurate:
-            bad = [n for n, t in tensors_report.items() if not t.ok]
-            worst = bad[0]
-            t = tensors_report[worst]
-            what = "NaN" if t.has_nan else f"relative L2 error {t.rel_l2:.3g} > tolerance {t.tolerance:.3g}"
-            status, reason = Status.invalid, f"{', '.join(bad)} wrong against the reference: {worst} {what}"
-    del result, actual
+        checked = _check(first, reference, limits)
+        fields["accuracy"] = Accuracy(reference=_reference_label(case.device), tensors=checked,
+                                      ok=all(t.ok for t in checked.values()))
+        if not fields["accuracy"].ok:
+            status, reason = Status.invalid, _wrong("", checked)
+    del first
 
+    spot = SpotCheck()  # the outputs of one timed call, picked at random, are checked too
     if case.pass_ is Pass.forward:
         with torch.no_grad():
-            samples = time_fn(run, device=case.device, budget=case.budget, first_call=False)
+            samples = time_fn(run, device=case.device, budget=case.budget, first_call=False, spot_check=spot)
         one_iteration: Callable[[], Any] = run
     elif case.pass_ is Pass.backward:
         samples = time_fn(
@@ -180,11 +201,21 @@ def _run(case: Case, ctx: CaseContext, fields: dict[str, Any]) -> tuple[Status, 
             device=case.device,
             budget=case.budget,
             first_call=False,
+            spot_check=spot,
         )
         one_iteration = forward_backward
     else:
-        samples = time_fn(forward_backward, device=case.device, budget=case.budget, first_call=False)
+        samples = time_fn(forward_backward, device=case.device, budget=case.budget, first_call=False, spot_check=spot)
         one_iteration = forward_backward
+    if reference is not None and spot.result is not None:
+        timed = _check(_outputs(case.pass_, spot.result), reference, limits)
+        accuracy = fields["accuracy"]
+        fields["accuracy"] = accuracy.model_copy(update={"timed_call": timed, "timed_call_index": spot.index,
+                                                         "ok": accuracy.ok and all(t.ok for t in timed.values())})
+        if status is Status.ok and not all(t.ok for t in timed.values()):
+            when = f" on timed call {spot.index + 1} of {samples.repeats} (the first call was right)"
+            status, reason = Status.invalid, _wrong(when, timed)
+    spot.result = None
     fields["timing"] = Timing(
         method=samples.method,
         warmup=samples.warmup,
@@ -198,15 +229,63 @@ def _run(case: Case, ctx: CaseContext, fields: dict[str, Any]) -> tuple[Status, 
         from attnbench.measure.environment import nvml_snapshot
 
         fields["nvml"] = nvml_snapshot()
-    memory = measure_peak_memory(one_iteration, device=case.device)
-    fields["memory"] = Memory(peak_bytes=memory.peak_bytes, method=memory.method)
+    memory = measure_peak_memory(one_iteration, device=case.device, watch=watch, mark=memory_mark)
+    fields["memory"] = Memory(peak_bytes=memory.peak_bytes, method=memory.method, held_bytes=memory.held_bytes,
+                              watched_by=memory.watched_by)
+    if memory.hwm_reset:
+        status, reason = Status.invalid, (
+            "the kernel reset the process's memory high-water mark during the measured call "
+            "(/proc/self/clear_refs): its peak memory cannot be trusted"
+        )
 
     rate = tflops_per_second(flops, samples.median_s)
     fields["tflops"] = rate
     peak = ctx.peak_tflops.get(case.dtype)
     if status is Status.ok and rate is not None and peak is not None and rate > peak:
         status, reason = Status.invalid, f"{rate:.1f} TFLOPs/s is above this device's peak of {peak:.1f}: impossible"
+    mutated = ctx.inputs_changed()
+    if mutated:
+        status, reason = Status.invalid, (
+            f"the kernel changed its inputs in place ({', '.join(mutated)}); its numbers cannot be trusted "
+            "(the next kernel gets fresh inputs)"
+        )
     return status, reason
+
+
+def _outputs(pass_: Pass, result: Any) -> dict[str, Any]:
+    """What one call returned, by name (forward: out, lse; backward: dq, dk, dv; both: all)."""
+    if pass_ is Pass.forward:
+        return {"out": result.out, "lse": result.lse}
+    if pass_ is Pass.backward:
+        return dict(zip(("dq", "dk", "dv"), result))
+    forward, grads = result
+    return {"out": forward.out, "lse": forward.lse, **dict(zip(("dq", "dk", "dv"), grads))}
+
+
+def _check(actual: dict[str, Any], reference, limits: dict[str, float]) -> dict[str, TensorAccuracy]:
+    """Errors of each output against the reference, with the verdict under its tolerance."""
+    from attnbench.measure.accuracy import compare_to_reference
+
+    errors = compare_to_reference({k: v for k, v in actual.items() if v is not None}, reference)
+    report = {}
+    for name, err in errors.items():
+        tol = limits.get(name)
+        ok = not err.has_nan and err.rel_l2 is not None and (tol is None or err.rel_l2 <= tol)
+        report[name] = TensorAccuracy(
+            max_abs=_finite(err.max_abs), rel_l2=_finite(err.rel_l2), tolerance=tol, has_nan=err.has_nan, ok=ok
+        )
+    return report
+
+
+def _wrong(when: str, checked: dict[str, TensorAccuracy]) -> str:
+    """The reason of an inaccurate record: which outputs, and the first one's error."""
+    bad = [n for n, t in checked.items() if not t.ok]
+    worst = checked[bad[0]]
+    if worst.has_nan or worst.rel_l2 is None:
+        what = "NaN"
+    else:
+        what = f"relative L2 error {worst.rel_l2:.3g} > tolerance {worst.tolerance:.3g}"
+    return f"{', '.join(bad)} wrong against the reference{when}: {bad[0]} {what}"
 
 
 def _finite(x: float | None) -> float | None:

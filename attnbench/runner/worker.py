@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from attnbench.cases import Case
+from attnbench.measure.memory import ProcessWatch, WatchView
 from attnbench.results.schema import Record, Status
 from attnbench.results.store import utc_now
 
@@ -69,6 +70,40 @@ def _device_memory(device: str) -> dict[str, Any]:
     return {"allocated_bytes": 0, "free_bytes": available_memory_bytes(device)}
 
 
+class ParentWatch:
+    """The worker's end of the memory watch: the main process watches this process.
+
+    The kernel runs in the worker, so it could reset anything the worker measures about
+    itself; the main process samples the worker's memory from outside (measure.memory).
+    """
+
+    watched_by = "the main process"
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    def _ask(self, what: str) -> dict:
+        self.conn.send({"memory": what})
+        return self.conn.recv()["memory"]
+
+    def mark(self) -> None:
+        self._ask("mark")
+
+    def begin(self) -> None:
+        self._ask("begin")
+
+    def end(self) -> WatchView:
+        return WatchView(**self._ask("end"))
+
+
+def _gpu_uuid(device: str) -> str | None:
+    if not device.startswith("cuda"):
+        return None
+    from attnbench.measure.memory import cuda_device_uuid
+
+    return cuda_device_uuid(device)
+
+
 def worker_main(conn, config: WorkerConfig) -> None:
     """The worker's loop: receive a case, send its record, until told to stop."""
     _die_with_parent()
@@ -79,7 +114,7 @@ def worker_main(conn, config: WorkerConfig) -> None:
     from attnbench.runner.execute import CaseContext, execute_case
 
     calibration: dict[str, Any] = {}
-    ctx = CaseContext(run_id=config.run_id, grad_inputs=config.grad_inputs)
+    ctx = CaseContext(run_id=config.run_id, grad_inputs=config.grad_inputs, memory_watch=ParentWatch(conn))
     if config.calibrate:
         from attnbench.measure.device import calibrate_device
 
@@ -87,7 +122,8 @@ def worker_main(conn, config: WorkerConfig) -> None:
         cal = calibrate_device(config.device, DTYPES)
         calibration = cal.to_dict()
         ctx.matmul_tflops, ctx.peak_tflops = dict(cal.matmul_tflops), dict(cal.peak_tflops)
-    conn.send({"ready": True, "calibration": calibration, "memory": _device_memory(config.device), "pid": os.getpid()})
+    conn.send({"ready": True, "calibration": calibration, "memory": _device_memory(config.device), "pid": os.getpid(),
+               "gpu_uuid": _gpu_uuid(config.device)})
     while True:
         try:
             message = conn.recv()
@@ -188,11 +224,16 @@ class CaseWorker:
         offset = _size(self.config.stderr_path)
         oom_before = host_oom_kills()
         self.conn.send({"case": case.model_dump_json(by_alias=True)})
+        watch = ProcessWatch(self.process.pid, device=case.device, gpu_uuid=self.ready.get("gpu_uuid"),
+                             watched_by=ParentWatch.watched_by)
         deadline = start + timeout
         while True:
             try:
                 if self.conn.poll(min(0.2, max(0.0, deadline - time.perf_counter()))):
                     message = self.conn.recv()
+                    if "memory" in message:  # the worker asks us to watch its memory
+                        self.conn.send({"memory": _watch_step(watch, message["memory"])})
+                        continue
                     record = Record.model_validate_json(message["record"])
                     return record, record.status is Status.oom
                 if not self.process.is_alive():
@@ -224,6 +265,16 @@ class CaseWorker:
             detail=_tail(self.config.stderr_path, offset),
         )
         return record, True
+
+
+def _watch_step(watch: ProcessWatch, step: str) -> dict:
+    if step == "mark":
+        watch.mark()
+    elif step == "begin":
+        watch.begin()
+    elif step == "end":
+        return watch.end().to_dict()
+    return {}
 
 
 def _size(path: str) -> int:
