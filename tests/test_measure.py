@@ -24,8 +24,8 @@ from attnbench.measure.memory import (
     MemoryResult,
     available_memory_bytes,
     local_watch,
-    mark_memory,
     measure_peak_memory,
+    prepare_watched,
     rss_bytes,
 )
 from attnbench.measure.reference import Reference, default_chunk, reference_attention
@@ -162,14 +162,13 @@ def test_peak_memory_reset_of_the_high_water_mark_is_seen():
     assert r.peak_bytes >= 200e6
 
 
-def test_memory_held_since_the_mark_counts_in_the_peak():
+def test_memory_kept_from_prepare_counts_in_the_peak():
     watch = local_watch("cpu")
-    mark = mark_memory(watch, device="cpu")
-    held = torch.ones(50_000_000, dtype=torch.float32)  # allocated after the mark, as in a kernel's prepare
+    held, mark = prepare_watched(lambda: torch.ones(50_000_000, dtype=torch.float32), watch=watch, device="cpu")
     r = measure_peak_memory(lambda: held[0].item(), device="cpu", watch=watch, mark=mark)
     assert r.peak_bytes >= 150e6 and r.held_bytes >= 150e6
-    unmarked = measure_peak_memory(lambda: held[0].item(), device="cpu")
-    assert unmarked.peak_bytes < 20e6
+    unprepared = measure_peak_memory(lambda: held[0].item(), device="cpu")
+    assert unprepared.peak_bytes < 20e6 and unprepared.held_bytes == 0
     del held
 
 

@@ -19,10 +19,14 @@ main process watches its worker) and looks at what the kernel cannot hide:
   the two. A kernel that resets the allocator's counters is still seen through NVML (which
   also counts memory allocated outside torch's allocator, at segment granularity).
 
-``mark()`` before the kernel's ``prepare`` makes the figure count from there: memory the
-kernel allocated in ``prepare`` and still holds during the call is part of its peak (it is
-memory the attention needs; a precomputed dense mask or workspace is not free), and
-``held_bytes`` says how much of the peak was already held when the call started.
+Memory a kernel allocates in ``prepare`` and keeps is part of its peak (it is memory the
+attention needs: a precomputed dense mask or workspace is not free): :func:`prepare_watched`
+runs ``prepare`` between ``mark()`` and ``after_prepare()``, and ``held_bytes`` says how much
+of the peak that is. On CPU what ``prepare`` added to the resident set is added to the call's
+peak above the level right before the call; the first call and the timing loop in between
+are left out, since the resident set cannot tell a kernel's cache from compilation or the
+heap's growth (so a workspace a kernel allocates on its first call and keeps is not seen
+there). On CUDA the allocator counts from before ``prepare``, which includes such a cache.
 Where nothing can be read the method is ``"unavailable"`` and the peak ``None``.
 """
 
@@ -80,11 +84,14 @@ class WatchView:
 
 
 class MemoryWatch(Protocol):
-    """mark() before prepare (optional), begin() right before the call, end() right after it."""
+    """mark() and after_prepare() around the kernel's prepare (optional), begin() right before
+    the measured call, end() right after it."""
 
     watched_by: str
 
     def mark(self) -> None: ...
+
+    def after_prepare(self) -> None: ...
 
     def begin(self) -> None: ...
 
@@ -224,20 +231,23 @@ class ProcessWatch:
             self._level = reader or (lambda: None)
         else:
             self._level = lambda: rss_bytes(self.pid)
-        self._origin: int | None = None
-        self._marked = False
+        self._marked_at: int | None = None
+        self._prepared = 0
         self._begin: int | None = None
         self._hwm_ok = False
         self._sampler: _Sampler | None = None
 
     def mark(self) -> None:
-        self._origin, self._marked = self._level(), True
+        self._marked_at = self._level()
+
+    def after_prepare(self) -> None:
+        level = self._level()
+        if level is not None and self._marked_at is not None:
+            self._prepared = max(0, level - self._marked_at)
 
     def begin(self) -> None:
         self._hwm_ok = (not self.cuda) and reset_hwm(self.pid)
         self._begin = self._level()
-        if not self._marked:
-            self._origin = self._begin
         self._sampler = _Sampler(self._level)
         self._sampler.start()
 
@@ -246,18 +256,17 @@ class ProcessWatch:
         largest = sampler.stop() if sampler is not None else None
         count = sampler.count if sampler is not None else 0
         hwm = hwm_bytes(self.pid) if self._hwm_ok else None
-        origin, begin = self._origin, self._begin
-        self._marked, self._origin = False, None
-        if largest is None or origin is None:
-            return WatchView(method=METHOD_UNAVAILABLE, peak_bytes=None, held_bytes=None, baseline_bytes=origin)
+        begin, prepared = self._begin, self._prepared
+        self._marked_at, self._prepared = None, 0
+        if largest is None or begin is None:
+            return WatchView(method=METHOD_UNAVAILABLE, peak_bytes=None, held_bytes=None, baseline_bytes=begin)
         reset = hwm is not None and hwm + HWM_SLACK_BYTES < largest
         top = max(largest, hwm or 0)
-        held = None if begin is None else max(0, begin - origin)
         return WatchView(
             method=METHOD_NVML if self.cuda else METHOD_RSS,
-            peak_bytes=max(0, top - origin),
-            held_bytes=held,
-            baseline_bytes=origin,
+            peak_bytes=prepared + max(0, top - begin),
+            held_bytes=prepared,
+            baseline_bytes=begin,
             hwm_reset=reset,
             samples=count,
         )
@@ -272,25 +281,30 @@ def local_watch(device: str | torch.device) -> ProcessWatch:
 
 @dataclass
 class MemoryMark:
-    """The level a measurement counts from, taken before the kernel's prepare."""
+    """The allocator's level before the kernel's prepare (CUDA), where its peak counts from."""
 
     allocator_bytes: int | None
 
 
-def mark_memory(watch: MemoryWatch, *, device: str | torch.device) -> MemoryMark:
-    """Call before the kernel's ``prepare``: what it then allocates and keeps counts in its peak."""
+def prepare_watched(prepare: Callable[[], Any], *, watch: MemoryWatch, device: str | torch.device) -> tuple[Any, MemoryMark]:
+    """Run a kernel's ``prepare()``, noting what it allocates and keeps: that counts in its peak."""
     dev = resolve_device(device)
     allocated = None
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
         allocated = int(torch.cuda.memory_allocated(dev))
     watch.mark()
-    return MemoryMark(allocator_bytes=allocated)
+    prepared = prepare()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    watch.after_prepare()
+    return prepared, MemoryMark(allocator_bytes=allocated)
 
 
 def measure_peak_memory(fn: Callable[[], Any], *, device: str | torch.device, watch: Optional[MemoryWatch] = None,
                         mark: MemoryMark | None = None) -> MemoryResult:
-    """Run ``fn()`` once and report the peak memory above the mark (else the level before the call)."""
+    """Run ``fn()`` once and report its peak memory above the level before it, plus what the
+    kernel's prepare keeps (see :func:`prepare_watched`; ``mark`` is what it returned)."""
     dev = resolve_device(device)
     watch = watch if watch is not None else local_watch(dev)
     gc.collect()

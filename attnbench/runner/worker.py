@@ -89,6 +89,9 @@ class ParentWatch:
     def mark(self) -> None:
         self._ask("mark")
 
+    def after_prepare(self) -> None:
+        self._ask("after_prepare")
+
     def begin(self) -> None:
         self._ask("begin")
 
@@ -270,6 +273,8 @@ class CaseWorker:
 def _watch_step(watch: ProcessWatch, step: str) -> dict:
     if step == "mark":
         watch.mark()
+    elif step == "after_prepare":
+        watch.after_prepare()
     elif step == "begin":
         watch.begin()
     elif step == "end":
