@@ -6,6 +6,7 @@ import importlib
 import json
 
 import pytest
+import torch
 
 from attnbench.cases import Budget, Pass
 from attnbench.results.schema import Status
@@ -34,6 +35,7 @@ def test_ok_record_has_numbers_samples_memory_accuracy(ctx):
     assert record.timing.p20_s <= record.timing.median_s <= record.timing.p80_s
     assert record.tflops > 0 and record.flops > 0
     assert record.memory.method == "linux_vmhwm_rss_sampled"
+    assert record.timing.threads == torch.get_num_threads()
     assert set(record.accuracy.tensors) == {"out", "lse", "dq", "dk", "dv"}
     assert record.mask["num_documents"] >= 1 and record.mask["slices_hash"]
     # backward FLOPs are 2.5x forward by the convention

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from attnbench.cli.console import plain_console
 from attnbench.errors import UserError
+from attnbench.measure.threads import MAX_THREADS
 
 app = typer.Typer(
     help="Benchmark attention kernels, masks and context-parallel methods for long-context training.",
@@ -162,6 +163,10 @@ def run_command(
         None, "--resume", help="Continue this run (directory, id or latest): cases with a record are not run again."
     ),
     inline: bool = typer.Option(False, "--inline", help="Run kernel cases in this process (debugging; no isolation)."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, max=MAX_THREADS,
+        help="torch's CPU threads while measuring (default: 1 on CPU, torch's default on CUDA; or OMP_NUM_THREADS).",
+    ),
 ) -> None:
     """Run a suite and write results/<run-id>/ (records.jsonl, run.json, tables)."""
     from attnbench.cli.screens import run_with_progress
@@ -175,7 +180,7 @@ def run_command(
             raise UserError(f"--timeout must be > 0 seconds (got {timeout:g})")
         loaded = loaded.model_copy(update={"cases": [case.with_timeout(timeout) for case in loaded.cases]})
     resume_dir = resolve_run(resume, out) if resume else None
-    run_with_progress(console, loaded, out, cp_launch=cp_launch, isolate=not inline, resume=resume_dir)
+    run_with_progress(console, loaded, out, cp_launch=cp_launch, isolate=not inline, resume=resume_dir, threads=threads)
 
 
 # -- show ------------------------------------------------------------------------------

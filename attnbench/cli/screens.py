@@ -127,7 +127,7 @@ def print_plan(console: Console, suite, plan) -> None:
 
 
 def run_with_progress(console: Console, suite, out_root: Path, cp_launch=None, *, isolate: bool = True,
-                      resume: Path | None = None) -> Path:
+                      resume: Path | None = None, threads: int | None = None) -> Path:
     from attnbench.results.store import load_run
     from attnbench.runner.run import RunEvents, run_suite
 
@@ -159,7 +159,7 @@ def run_with_progress(console: Console, suite, out_root: Path, cp_launch=None, *
         events = RunEvents(on_start=on_start, on_case_start=on_case_start, on_record=on_record, on_notice=on_notice)
         if resume is not None:
             console.print(f"Resuming {resume}")
-        run_dir = run_suite(suite, out_root, events, cp_launch=cp_launch, isolate=isolate, resume=resume)
+        run_dir = run_suite(suite, out_root, events, cp_launch=cp_launch, isolate=isolate, resume=resume, threads=threads)
     print_run(console, load_run(run_dir))
     return run_dir
 

@@ -154,10 +154,10 @@ def calibrate_device(
     dtypes: Iterable[str] = ("float32", "float16", "bfloat16"),
     seconds_per_dtype: float = 0.2,
 ) -> DeviceCalibration:
-    """Matmul rate per dtype and peak TFLOPs/s of ``device`` (cached per process)."""
+    """Matmul rate per dtype and peak TFLOPs/s of ``device`` (cached per process and CPU thread count)."""
     dev = resolve_device(device)
     names = tuple(canonical_dtype(d) for d in dtypes)
-    key = (str(dev), names, float(seconds_per_dtype))
+    key = (str(dev), names, float(seconds_per_dtype), torch.get_num_threads())
     cached = _CACHE.get(key)
     if cached is not None:
         return cached

@@ -38,6 +38,7 @@ class Timing(BaseModel):
     p20_s: float
     p80_s: float
     samples_s: list[float]
+    threads: Optional[int] = None  # torch's CPU intra-op thread count while timing (measure.threads)
 
 
 class Memory(BaseModel):

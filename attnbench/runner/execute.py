@@ -231,6 +231,7 @@ def _run(case: Case, ctx: CaseContext, fields: dict[str, Any]) -> tuple[Status, 
         p20_s=samples.p20_s,
         p80_s=samples.p80_s,
         samples_s=samples.times_s,
+        threads=torch.get_num_threads(),
     )
     if case.device.startswith("cuda"):  # clocks and throttle reasons right after the timed loop
         from attnbench.measure.environment import nvml_snapshot

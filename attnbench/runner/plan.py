@@ -55,5 +55,8 @@ def plan_suite(suite, cp_launch=None) -> list[PlannedCase]:
     cases = list(suite.cases)
     if not cases:
         return []
-    calibration = calibrate_device(cases[0].device, DTYPES)
+    from attnbench.measure.threads import choose_threads, pinned_threads
+
+    with pinned_threads(choose_threads(None, cases[0].device).count):  # as the run would measure
+        calibration = calibrate_device(cases[0].device, DTYPES)
     return [plan_case(case, calibration.matmul_tflops, cp_launch) for case in cases]

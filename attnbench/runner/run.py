@@ -51,6 +51,7 @@ def run_suite(
     isolate: bool = True,
     timeout: float | None = None,
     resume: Path | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Run `suite` into `out_root/<run-id>/` (or continue the run at `resume`).
 
@@ -58,12 +59,23 @@ def run_suite(
     With `isolate` (the default) kernel cases run in a worker process (runner.worker);
     `timeout` overrides every case's `budget.timeout_seconds`. Ctrl-C finishes the current
     case, writes the run's end state and tables, then raises KeyboardInterrupt.
+    `threads` pins torch's CPU thread count (measure.threads: default 1 on CPU).
     """
-    from attnbench.measure.environment import capture_environment
+    from attnbench.measure.threads import choose_threads, pinned_threads
 
-    events = events or RunEvents()
     cases = list(suite.cases)
     devices = sorted({case.device for case in cases}) or ["cpu"]
+    choice = choose_threads(threads, devices[0])
+    with pinned_threads(choice.count):  # the worker pins the same count
+        return _run_pinned(suite, cases, devices, Path(out_root), events or RunEvents(), cp_launch=cp_launch,
+                           isolate=isolate, timeout=timeout, resume=resume, threads=choice)
+
+
+def _run_pinned(suite, cases: list, devices: list[str], out_root: Path, events: RunEvents, *, cp_launch, isolate: bool,
+                timeout: float | None, resume: Path | None, threads) -> Path:
+    """`run_suite` once torch's thread count is pinned to `threads` (a measure.threads.ThreadChoice)."""
+    from attnbench.measure.environment import capture_environment
+
     if resume is not None:
         writer, cases = _resume(suite, Path(resume), cases)
     else:
@@ -71,18 +83,18 @@ def run_suite(
             run_id=new_run_id(),
             attnbench_version=__version__,
             suite=suite_info(suite),
-            environment=capture_environment(devices[0]),
+            environment={**capture_environment(devices[0]), "threads": threads.to_dict()},
             started_at=utc_now(),
             case_count=len(cases),
         )
-        writer = RunWriter(Path(out_root), info)
+        writer = RunWriter(out_root, info)
     run_id = writer.info.run_id
     ctx = CaseContext(
         run_id=run_id,
         grad_inputs={case.inputs_key() for case in cases if case.pass_.needs_grad and case.check_accuracy},
         cp_launch=cp_launch,
     )
-    workers = _Workers(writer, ctx, devices[0], events) if isolate else None
+    workers = _Workers(writer, ctx, devices[0], events, threads.count) if isolate else None
     if not isolate or not any(case.cp is None for case in cases):
         _calibrate_here(writer, ctx, devices[0])
     if events.on_start:
@@ -142,8 +154,8 @@ def _resume(suite, run_dir: Path, cases: list) -> tuple[RunWriter, list]:
 class _Workers:
     """The run's worker process: started on first use, replaced after a fatal case."""
 
-    def __init__(self, writer: RunWriter, ctx: CaseContext, device: str, events: RunEvents) -> None:
-        self.writer, self.ctx, self.device = writer, ctx, device
+    def __init__(self, writer: RunWriter, ctx: CaseContext, device: str, events: RunEvents, threads: int) -> None:
+        self.writer, self.ctx, self.device, self.threads = writer, ctx, device, threads
         self.worker: CaseWorker | None = None
         self.interrupted = False
         self.restarts = 0
@@ -156,6 +168,7 @@ class _Workers:
             device=self.device,
             stderr_path=str(self.writer.dir / "worker.stderr"),
             grad_inputs=self.ctx.grad_inputs,
+            threads=self.threads,
         )
         worker = CaseWorker(config, on_notice=self.notice)
         known = (self.ctx.matmul_tflops, self.ctx.peak_tflops) if self.ctx.matmul_tflops else None

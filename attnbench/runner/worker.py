@@ -39,6 +39,7 @@ class WorkerConfig:
     stderr_path: str
     grad_inputs: set = field(default_factory=set)
     calibrate: bool = True
+    threads: Optional[int] = None  # torch's CPU thread count (measure.threads); None: torch's default
 
 
 def _die_with_parent() -> None:
@@ -113,6 +114,10 @@ def worker_main(conn, config: WorkerConfig) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's decision
     _redirect_stderr(config.stderr_path)
     faulthandler.enable()  # a segfault or abort leaves its Python stack in the stderr tail
+    if config.threads is not None:
+        import torch
+
+        torch.set_num_threads(config.threads)  # before calibration: it is measured with the same count
     from attnbench.cases import DTYPES
     from attnbench.runner.execute import CaseContext, execute_case
 
