@@ -22,4 +22,4 @@ class Unsupported(Exception):
 
 
 class MaskTooLarge(UserError):
-    """A dense rendering of a mask was asked for at a size that would not fit."""
+    """A mask, or a dense rendering of one, was asked for at a size that would not fit."""

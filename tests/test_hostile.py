@@ -12,7 +12,7 @@ import json
 import pytest
 
 from attnbench.cases import Pass
-from attnbench.kernels import KERNELS
+from attnbench.measure.threads import pinned_threads
 from attnbench.measure.timing import SpotCheck, time_fn
 from attnbench.results.schema import Status
 from attnbench.runner.execute import CaseContext, execute_case
@@ -22,14 +22,18 @@ HOSTILE = "tests.plugins.hostile_kernels"
 MIB = 1024 * 1024
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """As a run pins it on CPU (measure.threads): two threads on a loaded machine wait for each other."""
+    with pinned_threads(1):
+        yield
+
+
 @pytest.fixture(scope="module")
 def hostile():
-    module = importlib.import_module(HOSTILE)
-    names = [n for n in KERNELS.names() if n in {
-        "first_call_only", "mutates_q", "mutates_grad_out", "hides_memory", "holds_memory_from_prepare", "[/]adv"}]
-    yield module
-    for name in names:  # other tests list the kernels: leave the registry as it was
-        KERNELS.unregister(name)
+    remove = importlib.import_module(HOSTILE).registered()
+    yield
+    remove()  # other tests list the kernels: leave the registry as it was
 
 
 def new_ctx() -> CaseContext:
@@ -109,6 +113,8 @@ def test_hostile_kernels_in_the_worker_through_the_cli(tmp_path):
     holder = records["holds_memory_from_prepare"]["memory"]
     assert holder["peak_bytes"] >= 200 * MIB and holder["held_bytes"] >= 200 * MIB
     assert records["naive"]["memory"]["peak_bytes"] < 64 * MIB
+    pinned = json.loads((run_dir / "run.json").read_text())["environment"]["threads"]
+    assert records["naive"]["timing"]["threads"] == pinned["count"]  # the worker uses the run's pinned count
     # the markup kernel name is printed as written, in the tables and the summary
     assert "[/]adv" in result.stdout
     shown = run_cli("show", str(run_dir))

@@ -51,7 +51,11 @@ class RunWriter:
 
     def __init__(self, root: Path, info: RunInfo, *, resume: bool = False) -> None:
         self.dir = Path(root) / info.run_id
-        self.dir.mkdir(parents=True, exist_ok=resume)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=resume)
+        except OSError as exc:  # a file in the way, a read-only place: the user's path, not a crash
+            raise UserError(f"results root {root}: cannot create the run folder there ({exc.strerror or exc}); "
+                            "give a folder that can be written") from None
         self.info = info
         if resume:
             drop_torn_tail(self.dir / RECORDS_FILE)
@@ -175,7 +179,9 @@ def resolve_run(ref: str, root: Path) -> Path:
             try:
                 back = int(ref.split("~", 1)[1])
             except ValueError:
-                raise UserError(f"bad run reference {ref!r}; use latest or latest~N") from None
+                back = -1
+            if back < 0:
+                raise UserError(f"bad run reference {ref!r}; use latest or latest~N (N = 0, 1, 2, ...)") from None
         if back >= len(runs):
             raise UserError(f"{ref}: only {len(runs)} run(s) under {root}")
         return root / runs[-1 - back]

@@ -133,6 +133,8 @@ class Table:
 
 def never_run(frame: pd.DataFrame) -> dict[str, str]:
     """Kernels with no attempted case at all (kernel -> the first reason), left out of the tables."""
+    if frame.empty:  # a run with no record yet (killed in its first case, or nothing left to resume)
+        return {}
     out = {}
     for kernel, group in _kernel_rows(frame).groupby("kernel", sort=False):
         if set(group["status"]) <= {"unsupported"}:
@@ -146,6 +148,8 @@ def _group_title(keys: dict) -> str:
 
 def performance_tables(frame: pd.DataFrame) -> list[Table]:
     """TFLOPs/s per (mask, pass [, dtype, shape where they vary]): seqlen x kernel."""
+    if frame.empty:
+        return []
     frame = _kernel_rows(frame)
     frame = frame[~frame["kernel"].isin(never_run(frame))]
     if frame.empty:
@@ -167,6 +171,8 @@ def performance_tables(frame: pd.DataFrame) -> list[Table]:
 
 def memory_tables(frame: pd.DataFrame) -> list[Table]:
     """Peak memory (MiB) per pass: (mask, seqlen) x kernel."""
+    if frame.empty:
+        return []
     frame = _kernel_rows(frame)
     frame = frame[~frame["kernel"].isin(never_run(frame))]
     if frame.empty:
@@ -191,6 +197,8 @@ def memory_tables(frame: pd.DataFrame) -> list[Table]:
 # -- context parallelism ----------------------------------------------------------------------
 def cp_never_run(frame: pd.DataFrame) -> dict[str, str]:
     """CP methods with no attempted case at all (method -> the first reason), left out of the tables."""
+    if frame.empty:
+        return {}
     out = {}
     for method, group in _cp_rows(frame).groupby("cp_method", sort=False):
         if set(group["status"]) <= {"unsupported"}:
@@ -199,6 +207,8 @@ def cp_never_run(frame: pd.DataFrame) -> dict[str, str]:
 
 
 def _cp_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        return frame
     frame = _cp_rows(frame)
     return frame[~frame["cp_method"].isin(cp_never_run(frame))]
 

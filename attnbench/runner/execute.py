@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from attnbench.cases import Case, Pass
-from attnbench.errors import Unsupported, UserError
+from attnbench.errors import MaskTooLarge, Unsupported, UserError
 from attnbench.results.schema import Accuracy, Memory, Prediction, Record, Status, TensorAccuracy, Timing
 from attnbench.results.store import utc_now
 from attnbench.measure.integrity import changed, fingerprints
@@ -155,7 +155,10 @@ def _run(case: Case, ctx: CaseContext, fields: dict[str, Any]) -> tuple[Status, 
 
     s = case.shape
     heads = s.heads_q if MASKS.get(case.mask.name).dynamic else 1
-    mask = build_mask(case.mask.name, s.seqlen, case.mask.params, heads=heads)
+    try:
+        mask = build_mask(case.mask.name, s.seqlen, case.mask.params, heads=heads)
+    except MaskTooLarge as exc:  # not attempted, like a case predicted over the memory
+        return Status.skipped, str(exc)
     fields["mask"] = mask.info()
     flops = attention_flops(batch=s.batch, heads_q=s.heads_q, head_dim=s.head_dim, area=mask.area, pass_=case.pass_)
     fields["flops"] = flops

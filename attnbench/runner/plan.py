@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from attnbench.cases import DTYPES, Case
+from attnbench.errors import MaskTooLarge
 from attnbench.results.schema import Prediction
 
 
@@ -29,7 +30,10 @@ def plan_case(case: Case, matmul_tflops: dict[str, float], cp_launch=None) -> Pl
     if why_not:
         return PlannedCase(case, "unsupported", why_not, None)
     heads = case.shape.heads_q if MASKS.get(case.mask.name).dynamic else 1
-    mask = build_mask(case.mask.name, case.shape.seqlen, case.mask.params, heads=heads)
+    try:
+        mask = build_mask(case.mask.name, case.shape.seqlen, case.mask.params, heads=heads)
+    except MaskTooLarge as exc:
+        return PlannedCase(case, "skipped", str(exc), None)
     prediction = predict(case, kernel, mask, matmul_tflops, available_memory_bytes(case.device))
     skip = skip_reason(case, prediction)
     return PlannedCase(case, "skipped" if skip else "run", skip, prediction)

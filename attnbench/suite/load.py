@@ -90,6 +90,9 @@ class LoadedSuite(BaseModel):
         """
         cases = list(self.cases)
         filters = dict(self.filters)
+        for what, value in (("kernels", kernels), ("masks", masks), ("seqlens", seqlens)):
+            if value is not None and not isinstance(value, int) and not _split(value):
+                raise UserError(f"the {what} filter is empty; give at least one value (e.g. --{what} a,b)")
         if kernels is not None:
             wanted = _split(kernels)
             known = list(dict.fromkeys(c.kernel for c in self.cases))

@@ -110,3 +110,22 @@ class GradOutMutatingKernel(NaiveKernel):
             return result
 
         return mutating_run
+
+
+HOSTILE_KERNELS = (FirstCallOnlyKernel, MutatingKernel, MemoryFakingKernel, PrepareMemoryKernel, MarkupNameKernel,
+                   GradOutMutatingKernel)
+
+
+def registered():
+    """For in-process tests: (re-)register every hostile kernel; returns a function that removes them."""
+    from attnbench.kernels import KERNELS
+
+    for kernel in HOSTILE_KERNELS:
+        if kernel.name not in KERNELS:
+            KERNELS.add(kernel.name, kernel)
+
+    def remove() -> None:
+        for kernel in HOSTILE_KERNELS:
+            KERNELS.unregister(kernel.name)
+
+    return remove

@@ -7,9 +7,14 @@ from fractions import Fraction
 
 import numpy as np
 
+from attnbench.errors import MaskTooLarge
 from attnbench.masks.slices import SliceKind, SliceTable
 
 _ROWS_ELEMENTS = 1 << 22  # scores drawn per call: bounded memory, same stream as one big draw
+#: the most (head, query block, key block) pairs a block-sparse mask is built with: 1M tokens
+#: in blocks of 128 for 4 heads; beyond it the selection and its slices would not fit (and
+#: drawing them would take hours), so it is refused with a reason instead
+MAX_BLOCK_PAIRS = 1 << 28
 
 
 def topk_count(density: float, n_kv_blocks: int) -> int:
@@ -25,6 +30,12 @@ def select_blocks(g: np.random.Generator, heads: int, nq: int, nk: int, k: int) 
     Scores are ``g.random()`` doubles in head, query-block, key-block order (drawn in row
     chunks; numpy's stream is the same as one ``g.random((heads, nq, nk))`` call).
     """
+    pairs = heads * nq * nk
+    if pairs > MAX_BLOCK_PAIRS:
+        raise MaskTooLarge(
+            f"{heads} heads x {nq} query blocks x {nk} key blocks = {pairs} block pairs, more than the "
+            f"{MAX_BLOCK_PAIRS} a block-sparse mask is built with; use larger blocks, fewer heads or a shorter sequence"
+        )
     sel = np.zeros((heads, nq, nk), dtype=bool)
     rows = max(1, _ROWS_ELEMENTS // nk)
     for h in range(heads):
