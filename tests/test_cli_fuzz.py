@@ -117,6 +117,33 @@ MARKUP_SUITES = {
 }
 
 
+def _paths_of(value, prefix=()):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths_of(v, prefix + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths_of(v, prefix + (i,))
+    else:
+        yield prefix
+
+
+def _set_path(doc, path, value):
+    for part in path[:-1]:
+        doc = doc[part]
+    doc[path[-1]] = value
+
+
+@pytest.mark.parametrize("path", list(_paths_of(TINY)), ids=lambda p: ".".join(map(str, p)))
+def test_markup_in_every_suite_value_is_printed_as_written(hostile_registered, tmp_path, path):
+    """Every value of the suite replaced by '[/]x': a one-line error that quotes it, or a run plan."""
+    suite = _suite_with(tmp_path, lambda d: _set_path(d, path, "[/]x"))
+    args = ("validate", str(suite), "--profile", "none")
+    code, out, err = invoke(*args)
+    assert_answered(args, code, out, err)
+    assert code == 0 or "[/]x" in err, err
+
+
 @pytest.mark.parametrize("what", sorted(MARKUP_SUITES))
 def test_markup_in_a_suite_field_is_printed_as_written(hostile_registered, tmp_path, what):
     edit, expected = MARKUP_SUITES[what]
