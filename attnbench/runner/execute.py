@@ -134,6 +134,7 @@ def _run(case: Case, ctx: CaseContext, fields: dict[str, Any]) -> tuple[Status, 
     if skip:
         return Status.skipped, skip
 
+    fields["kernel_config"] = kernel.configuration(case)
     tensors = ctx.tensors(case)
     inputs = tensors.for_pass(case.pass_.needs_grad)
     run = kernel.prepare(inputs, mask)
