@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 11 in one script, for a machine with one CUDA GPU (H100/H200: about
-# 13 minutes, most of it compiles). Everything it measures lands in $OUT (default gpu-out):
+# The GPU checks of issue 11 in one script, for a machine with one CUDA GPU (not run yet: its
+# steps are bounded by timeouts of 2, 5 and 9 minutes). Everything it measures lands in $OUT
+# (default gpu-out):
 #   inspect-launch.json  what Triton compiled for this GPU, from the real launches
 #   tune.txt, tuned.json the tuning sweep and its rows (also merged into the package's table)
 #   validate.txt         the suite's predicted duration on this GPU

@@ -74,7 +74,8 @@ def print_trial(console: Console, head_dim: int, dtype: str, trial) -> None:
     what = (f"rejected: {trial.rejected}" if trial.rejected
             else ", ".join(f"{mask} {ms:.3f} ms" for mask, ms in trial.ms.items()) if trial.ms else "screened")
     console.print(f"{trial.pass_:8} d={head_dim} {dtype}: {t.block_m}x{t.block_n} w{t.num_warps} s{t.stages}/{t.part_stages}"
-                  f"  regs {trial.registers}, {trial.blocks_per_sm} block(s)/SM: {escape(what)}", highlight=False)
+                  f"  regs {trial.registers}, smem {trial.shared_bytes / 1024:.1f} KB, {trial.blocks_per_sm} block(s)/SM: "
+                  f"{escape(what)}", highlight=False)
 
 
 def print_tune(console: Console, arch: str, rows: list[dict], table, dry_run: bool) -> None:

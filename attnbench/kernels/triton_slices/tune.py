@@ -37,6 +37,7 @@ class Trial:
     registers: int | None = None
     spill_bytes: int | None = None
     blocks_per_sm: int | None = None
+    shared_bytes: int | None = None
     rejected: str | None = None  # why it was not timed
     ms: dict[str, float] | None = None  # mask -> median milliseconds
 
@@ -87,6 +88,7 @@ def screen(arch: str, head_dim: int, dtype: str, trial: Trial) -> None:
         warnings.simplefilter("ignore", UserWarning)
         f = function_report(launch, compile_launch(launch, arch))
     trial.registers, trial.spill_bytes, trial.blocks_per_sm = f.registers, f.spill_store_bytes, f.blocks_per_sm
+    trial.shared_bytes = f.shared_bytes
     if f.blocks_per_sm == 0:
         trial.rejected = "does not fit on an SM"
     elif f.spill_store_bytes:
