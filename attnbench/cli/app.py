@@ -246,6 +246,65 @@ def report_command(
     report_screen(console, runs, out, root)
 
 
+# -- inspect ---------------------------------------------------------------------------
+@app.command("inspect")
+def inspect_command(
+    kernels: List[str] = typer.Argument(..., help="Triton-based kernels, e.g. triton_slices."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Target: sm80, sm90 (default) or sm100; compiled here, no GPU needed."),
+    dtype: str = typer.Option("bf16", "--dtype", help="float32|float16|bfloat16 (fp32, fp16, bf16)."),
+    head_dim: int = typer.Option(128, "--head-dim"),
+    pass_: str = typer.Option("both", "--pass", help="forward, backward or both."),
+    mask: str = typer.Option("causal", "--mask", help="The mask whose launches are compiled."),
+    seqlen: str = typer.Option("16K", "--seqlen", help="Sequence length of the launches."),
+    heads: str = typer.Option("64:8", "--heads", help="Query heads:kv heads."),
+    launch: bool = typer.Option(False, "--launch", help="On a GPU: run the launches and read what Triton compiled for them."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (for CI)."),
+) -> None:
+    """Registers, spills, shared memory, occupancy, MMA per dot, pipeline buffers and atomics of
+    each compiled function of a Triton-based kernel."""
+    from attnbench.inspect import build_query, inspect_kernels
+    from attnbench.suite import parse_seqlen
+
+    query = build_query(arch=arch, dtype=dtype, head_dim=head_dim, pass_=pass_, mask=mask,
+                        seqlen=parse_seqlen(seqlen), heads=heads, launch=launch)
+    reports = inspect_kernels(_split(kernels) or [], query)
+    if as_json:
+        console.print_json(json.dumps({"reports": [r.to_dict() for r in reports]}))
+        return
+    from attnbench.cli.inspect_view import print_report
+
+    for report in reports:
+        print_report(console, report)
+
+
+# -- tune ------------------------------------------------------------------------------
+@app.command("tune")
+def tune_command(
+    kernel: str = typer.Argument(..., help="triton_slices (its configuration table)."),
+    head_dims: str = typer.Option("64,128", "--head-dims", help="Head dims to tune (comma-separated)."),
+    dtypes: str = typer.Option("bf16", "--dtypes", help="Dtypes to tune (comma-separated)."),
+    passes: str = typer.Option("forward,dkdv,dq", "--passes", help="Kernels to tune: forward, dkdv, dq."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Table to merge the best rows into (default: the package's tuned.json)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Compile and screen the candidates only (no GPU needed)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="With --dry-run: the target (default sm90)."),
+) -> None:
+    """Sweep triton_slices' tiles on this GPU and write the fastest per (head dim, dtype, pass)."""
+    from attnbench.cli.inspect_view import print_trial, print_tune
+    from attnbench.kernels.triton_slices.tune import TABLE, run_tune, write_table
+
+    try:
+        dims = [int(x) for x in head_dims.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--head-dims must be integers, e.g. 64,128 (got {head_dims!r})") from None
+    command = "attnbench tune " + " ".join(sys.argv[2:])
+    arch_used, trials, rows = run_tune(kernel, arch=arch, head_dims=dims, dtypes=_split([dtypes]) or [],
+                                       passes=_split([passes]) or [], dry_run=dry_run, command=command,
+                                       progress=lambda head_dim, dtype, trial: print_trial(console, head_dim, dtype, trial))
+    if rows:
+        write_table(rows, out or TABLE)
+    print_tune(console, arch_used, rows, out or TABLE, dry_run)
+
+
 # -- masks show ------------------------------------------------------------------------
 @masks_app.command("show")
 def masks_show(

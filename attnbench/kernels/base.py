@@ -74,6 +74,11 @@ class Kernel(DeclaredSupport):
     def prepare(self, inputs: AttnInputs, mask: "Mask") -> Callable[[], AttnOutput]:
         raise NotImplementedError
 
+    def configuration(self, case: Case) -> dict | None:
+        """How the kernel will run ``case`` (launch configuration, whether it was tuned), for the
+        record's ``kernel_config``; None when there is nothing to say."""
+        return None
+
     # -- context parallelism: the local step --------------------------------------
     #: device types on which :meth:`attend_slices` runs (empty: the kernel cannot be the
     #: local step of a CP method).

@@ -117,6 +117,9 @@ class Record(BaseModel):
     # timing: clocks, throttle reasons); compare flags throttled samples from it. Additive,
     # so the schema version is unchanged; records without it fall back to run.json's snapshot.
     nvml: Optional[list[dict[str, Any]]] = None
+    # optional: how the kernel ran the case (Kernel.configuration: tiles, and whether they were
+    # tuned for this device or are an untuned default). Additive, like nvml.
+    kernel_config: Optional[dict[str, Any]] = None
     started_at: str
     duration_s: float
     detail: Optional[str] = None  # traceback or stderr tail for error-like statuses

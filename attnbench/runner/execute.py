@@ -169,6 +169,7 @@ def _run(case: Case, ctx: CaseContext, fields: dict[str, Any]) -> tuple[Status, 
     if skip:
         return Status.skipped, skip
 
+    fields["kernel_config"] = kernel.configuration(case)
     tensors = ctx.tensors(case)
     inputs = tensors.for_pass(case.pass_.needs_grad)
     # the reference comes first, from inputs no kernel has seen yet

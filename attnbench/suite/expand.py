@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 from attnbench.cases import Case, CPSpec, Pass, Shape
+from attnbench.errors import UserError
 from attnbench.suite.schema import Suite
 
 
@@ -22,6 +23,9 @@ def cuda_is_available() -> bool:
 def resolve_device(device: str, cuda_available: bool) -> str:
     if device == "auto":
         return "cuda" if cuda_available else "cpu"
+    if device == "cuda" and not cuda_available:
+        raise UserError("the suite asks for defaults.device: cuda, but no CUDA device is available here "
+                        "(run it on a GPU machine, or use device: auto)")
     return device
 
 
