@@ -14,7 +14,8 @@ CUDA they are spawned (no CUDA state may cross a fork).
   per-case rendezvous id, so a node that is already on the next case never talks to the
   previous case's store. Every node runs the same suite in the same order.
 - **Timeout and kill.** The launcher polls the agent; when the case's timeout expires it
-  SIGKILLs the agent's process group, then every process that carries the case's token (an
+  first asks every rank for its Python stacks (SIGUSR1: faulthandler writes them, see
+  `attnbench.cp.rank_main`), then SIGKILLs the agent's process group, then every process that carries the case's token (an
   environment variable set for the agent and inherited by every rank and anything a rank
   starts, whatever session it is in), until none is left. Ranks also ask Linux to SIGKILL
   them when the agent dies. The same sweep runs after every case, however it ended, so no
@@ -42,7 +43,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from attnbench.cases import Case
-from attnbench.cp.rank_main import CASE_TOKEN_ENV, WORKER_ENV
+from attnbench.cp.rank_main import CASE_TOKEN_ENV, STACKS_DIR, WORKER_ENV
 from attnbench.errors import UserError
 
 DEFAULT_PORT = 29500
@@ -51,6 +52,8 @@ SHUTDOWN_TIMEOUT_S = 5  # torchrun: SIGTERM -> SIGKILL for the surviving ranks o
 OUTCOME_GRACE_S = 30.0  # ranks still running this long after rank 0 wrote its outcome are killed
 MAX_CPU_RANKS_ENV = "ATTNBENCH_CP_MAX_CPU_RANKS"
 STDERR_TAIL_CHARS = 4000
+STACK_CHARS_PER_RANK = 2000
+STACK_DUMP_WAIT_S = 3.0  # how long the ranks get to write their stacks at a timeout
 POLL_S = 0.05
 
 _launch_counter = itertools.count()
@@ -227,6 +230,7 @@ class LaunchResult:
     failures: list[RankFailure] = field(default_factory=list)  # from torchrun's summary, root cause first
     killed: int = 0  # processes of the case still alive at the end, killed by the sweep
     note: Optional[str] = None  # e.g. ranks killed after the outcome was written
+    stacks: str = ""  # the ranks' Python stacks (at a timeout, or when torchrun stopped them)
 
 
 _FAILURE_RE = re.compile(r"rank\s*:\s*(-?\d+)\s*\(local_rank:\s*-?\d+\)\s*\n\s*exitcode\s*:\s*(-?\d+)")
@@ -323,6 +327,8 @@ def launch_case(case: Case, options: LaunchOptions | None = None, *, timeout_s: 
                 note = f"ranks still running {min(OUTCOME_GRACE_S, timeout):.0f}s after rank 0 wrote its outcome; killed"
                 break
             time.sleep(POLL_S)
+        if timed_out:
+            request_stacks(workdir / STACKS_DIR)
         killed = kill_case(proc, token)
         returncode = proc.wait()
         elapsed = time.monotonic() - start
@@ -338,6 +344,7 @@ def launch_case(case: Case, options: LaunchOptions | None = None, *, timeout_s: 
             failures=parse_failures(stderr_text),
             killed=killed,
             note=note,
+            stacks=read_stacks(workdir / STACKS_DIR),
         )
     finally:
         if proc is not None and proc.poll() is None:  # interrupted: leave nothing behind
@@ -346,6 +353,49 @@ def launch_case(case: Case, options: LaunchOptions | None = None, *, timeout_s: 
         elif proc is not None:
             kill_case(None, token)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# -- stacks -----------------------------------------------------------------------------------
+def _stack_files(directory: Path) -> list[tuple[int, int, Path]]:
+    """(rank, pid, file) of every rank that armed its stack dump (rank<R>-<pid>.txt)."""
+    found = []
+    for path in directory.glob("rank*-*.txt") if directory.is_dir() else ():
+        rank, _, pid = path.stem[4:].partition("-")
+        if rank.isdigit() and pid.isdigit():
+            found.append((int(rank), int(pid), path))
+    return sorted(found)
+
+
+def request_stacks(directory: Path, wait_s: float = STACK_DUMP_WAIT_S) -> None:
+    """SIGUSR1 to every live rank, then wait until each has written its stacks (or wait_s)."""
+    asked = []
+    for _, pid, path in _stack_files(directory):
+        try:
+            os.kill(pid, signal.SIGUSR1)
+            asked.append(path)
+        except OSError:
+            pass
+    end = time.monotonic() + wait_s
+    while asked and time.monotonic() < end:
+        sizes = [p.stat().st_size for p in asked]
+        time.sleep(0.2)
+        if all(size > 0 for size in sizes) and sizes == [p.stat().st_size for p in asked]:
+            break
+
+
+def read_stacks(directory: Path) -> str:
+    """Every rank's dumped stacks, rank by rank (each cut to its first STACK_CHARS_PER_RANK)."""
+    parts = []
+    for rank, pid, path in _stack_files(directory):
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            continue
+        if text:
+            # most recent call first: the rank's own frames lead, the forked agent's follow
+            text = text if len(text) <= STACK_CHARS_PER_RANK else text[:STACK_CHARS_PER_RANK] + "\n..."
+            parts.append(f"--- rank {rank} (pid {pid}) ---\n{text}")
+    return "\n".join(parts)
 
 
 # -- killing --------------------------------------------------------------------------------
