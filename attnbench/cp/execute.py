@@ -122,6 +122,13 @@ def record_fields(
     case: Case, result: LaunchResult, options: LaunchOptions, fields: dict[str, Any]
 ) -> tuple[Status, Optional[str], Optional[str]]:
     """Status, reason and detail of a launched case; the measured fields go into `fields`."""
+    status, reason, detail = _launch_verdict(result, options, fields)
+    if result.relaunched:
+        detail = f"{detail}\n\n{result.relaunched}" if detail else result.relaunched
+    return status, reason, detail
+
+
+def _launch_verdict(result: LaunchResult, options: LaunchOptions, fields: dict[str, Any]):
     from attnbench.cp.protocol import RankOutcome
 
     failure = _failure_text(result)

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from attnbench.cases import Case
-from attnbench.cp.rank_main import CASE_TOKEN_ENV, STACKS_DIR, WORKER_ENV
+from attnbench.cp.rank_main import CASE_TOKEN_ENV, READY_DIR, STACKS_DIR, WORKER_ENV
 from attnbench.errors import UserError
 
 DEFAULT_PORT = 29500
@@ -54,6 +54,7 @@ MAX_CPU_RANKS_ENV = "ATTNBENCH_CP_MAX_CPU_RANKS"
 STDERR_TAIL_CHARS = 4000
 STACK_CHARS_PER_RANK = 2000
 STACK_DUMP_WAIT_S = 3.0  # how long the ranks get to write their stacks at a timeout
+INIT_DEADLINE_S = 60.0  # ranks not past init_process_group by then (or a quarter of the timeout): relaunch once
 POLL_S = 0.05
 
 _launch_counter = itertools.count()
@@ -231,6 +232,8 @@ class LaunchResult:
     killed: int = 0  # processes of the case still alive at the end, killed by the sweep
     note: Optional[str] = None  # e.g. ranks killed after the outcome was written
     stacks: str = ""  # the ranks' Python stacks (at a timeout, or when torchrun stopped them)
+    stuck_in_init: Optional[str] = None  # why this launch was given up before its ranks had initialised
+    relaunched: Optional[str] = None  # a first launch stuck in init: what happened to it
 
 
 _FAILURE_RE = re.compile(r"rank\s*:\s*(-?\d+)\s*\(local_rank:\s*-?\d+\)\s*\n\s*exitcode\s*:\s*(-?\d+)")
@@ -294,12 +297,35 @@ def _child_env(case: Case, options: LaunchOptions, token: str) -> dict[str, str]
     return env
 
 
+def init_deadline(timeout_s: float) -> float:
+    """Seconds after the start by which every rank of this node must be past
+    init_process_group (else the launch is retried once, single node only)."""
+    return min(INIT_DEADLINE_S, timeout_s / 4)
+
+
 def launch_case(case: Case, options: LaunchOptions | None = None, *, timeout_s: float | None = None) -> LaunchResult:
-    """Run every rank of `case` on this node; return when they have all ended (or been killed)."""
+    """Run every rank of `case` on this node; return when they have all ended (or been killed).
+
+    On one node, a launch whose ranks are not all past init_process_group by
+    :func:`init_deadline` (gloo's full-mesh connect can hang on a loaded machine, see
+    benchmarks/cp.md) is killed, with every rank's stacks, and started once more; the result
+    says so in ``relaunched``. Several nodes cannot retry alone: there the case times out."""
     if case.cp is None:
         raise ValueError("launch_case needs a case with `cp`")
     options = options or LaunchOptions()
     timeout = float(timeout_s if timeout_s is not None else case.cp.timeout_seconds)
+    result = _launch_once(case, options, timeout, init_deadline(timeout) if not options.multi_node else None)
+    if result.stuck_in_init is None:
+        return result
+    again = _launch_once(case, options, timeout, None)
+    again.relaunched = (f"first launch: {result.stuck_in_init}; killed and started again. Its stacks:\n"
+                        f"{result.stacks}")
+    return again
+
+
+def _launch_once(case: Case, options: LaunchOptions, timeout: float, init_by: float | None) -> LaunchResult:
+    """One agent and its ranks; with ``init_by``, give up (stuck_in_init) when the ranks are not
+    all past init_process_group that many seconds after the start."""
     seq = next(_launch_counter)
     token = uuid.uuid4().hex
     workdir = Path(tempfile.mkdtemp(prefix="attnbench-cp-"))
@@ -307,8 +333,9 @@ def launch_case(case: Case, options: LaunchOptions | None = None, *, timeout_s: 
     stdout_path, stderr_path = workdir / "stdout.txt", workdir / "stderr.txt"
     case_file.write_text(case.model_dump_json(by_alias=True), encoding="utf-8")
     cmd = agent_command(case, options, case_file, outcome_file, seq)
+    local_ranks = case.cp.world_size // options.nnodes
     start = time.monotonic()
-    timed_out, note, outcome_seen_at = False, None, None
+    timed_out, note, outcome_seen_at, stuck = False, None, None, None
     proc = None
     try:
         with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
@@ -321,13 +348,22 @@ def launch_case(case: Case, options: LaunchOptions | None = None, *, timeout_s: 
             if now - start > timeout:
                 timed_out = True
                 break
+            if init_by is not None and now - start > init_by:
+                ready = ready_ranks(workdir / READY_DIR)
+                if len(ready) >= local_ranks:
+                    init_by = None
+                else:
+                    missing = sorted(set(range(local_ranks)) - {r % local_ranks for r in ready})
+                    stuck = (f"local rank(s) {', '.join(map(str, missing))} not past init_process_group "
+                             f"{now - start:.0f} s after the start")
+                    break
             if outcome_seen_at is None and outcome_file.exists():
                 outcome_seen_at = now
             if outcome_seen_at is not None and now - outcome_seen_at > min(OUTCOME_GRACE_S, timeout):
                 note = f"ranks still running {min(OUTCOME_GRACE_S, timeout):.0f}s after rank 0 wrote its outcome; killed"
                 break
             time.sleep(POLL_S)
-        if timed_out:
+        if timed_out or stuck:
             request_stacks(workdir / STACKS_DIR)
         killed = kill_case(proc, token)
         returncode = proc.wait()
@@ -345,6 +381,7 @@ def launch_case(case: Case, options: LaunchOptions | None = None, *, timeout_s: 
             killed=killed,
             note=note,
             stacks=read_stacks(workdir / STACKS_DIR),
+            stuck_in_init=stuck,
         )
     finally:
         if proc is not None and proc.poll() is None:  # interrupted: leave nothing behind
@@ -353,6 +390,11 @@ def launch_case(case: Case, options: LaunchOptions | None = None, *, timeout_s: 
         elif proc is not None:
             kill_case(None, token)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def ready_ranks(directory: Path) -> set[int]:
+    """The ranks that wrote their marker after init_process_group (rank_main)."""
+    return {int(p.name[4:]) for p in directory.glob("rank*") if p.name[4:].isdigit()} if directory.is_dir() else set()
 
 
 # -- stacks -----------------------------------------------------------------------------------

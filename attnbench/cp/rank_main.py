@@ -11,8 +11,11 @@ its LOCAL_RANK, on CUDA), calls the worker (`attnbench.cp.worker:run_rank` unles
 ``--worker`` or ATTNBENCH_CP_WORKER names another), and rank 0 writes the `RankOutcome`
 it returns to ``--outcome`` atomically (a temporary file, then a rename).
 
+The rank marks ``ready/rank<R>`` once init_process_group returned: the launcher retries a
+launch whose ranks never got there (gloo's connect can hang on a loaded machine).
+
 Hangs speak: collectives time out well before the case does (:func:`collective_timeout`:
-half the case timeout; the rendezvous keeps the whole of it), so a stuck collective raises in
+half the case timeout, or ATTNBENCH_CP_COLLECTIVE_TIMEOUT_S; the rendezvous keeps the whole), so a stuck collective raises in
 the rank that waits, naming itself, instead of the case just running out of time. And every
 rank arms faulthandler to write its Python stacks to ``stacks/rank<R>-<pid>.txt`` beside the
 outcome file on SIGUSR1 (the launcher sends it at a timeout) and on SIGTERM (torchrun's stop
@@ -46,9 +49,11 @@ WORKER_ENV = "ATTNBENCH_CP_WORKER"
 #: the launcher marks every process of one case with this variable, to find them all
 CASE_TOKEN_ENV = "ATTNBENCH_CP_CASE_TOKEN"
 PEER_FAILURE_DELAY_S = 1.0
-#: collectives time out after this share of the case timeout
+#: collectives time out after this share of the case timeout (or ATTNBENCH_CP_COLLECTIVE_TIMEOUT_S seconds)
 COLLECTIVE_TIMEOUT_SHARE = 0.5
+COLLECTIVE_TIMEOUT_ENV = "ATTNBENCH_CP_COLLECTIVE_TIMEOUT_S"
 STACKS_DIR = "stacks"
+READY_DIR = "ready"  # a rank's marker file here says it is past init_process_group
 _PEER_FAILURE = re.compile(r"peer|connection|closed|reset|broken pipe|aborted|timed? ?out", re.I)
 
 
@@ -68,9 +73,15 @@ def die_with_parent() -> None:
         pass
 
 
-def collective_timeout(case_timeout_s: float) -> timedelta:
-    """How long one collective may block: half the case's timeout (at least 1 s)."""
-    return timedelta(seconds=max(1.0, COLLECTIVE_TIMEOUT_SHARE * case_timeout_s))
+def collective_timeout(case_timeout_s: float, env=os.environ) -> timedelta:
+    """How long one collective may block: half the case's timeout (at least 1 s), or the
+    seconds in ATTNBENCH_CP_COLLECTIVE_TIMEOUT_S (never more than the case timeout)."""
+    raw = env.get(COLLECTIVE_TIMEOUT_ENV, "").strip()
+    try:
+        seconds = float(raw) if raw else COLLECTIVE_TIMEOUT_SHARE * case_timeout_s
+    except ValueError:
+        seconds = COLLECTIVE_TIMEOUT_SHARE * case_timeout_s
+    return timedelta(seconds=max(1.0, min(seconds, case_timeout_s)))
 
 
 def arm_stack_dumps(directory: Path, rank: int) -> None:
@@ -83,6 +94,15 @@ def arm_stack_dumps(directory: Path, rank: int) -> None:
         return
     faulthandler.register(signal.SIGUSR1, file=handle, all_threads=True, chain=False)
     faulthandler.register(signal.SIGTERM, file=handle, all_threads=True, chain=True)
+
+
+def mark_ready(directory: Path, rank: int) -> None:
+    """Tell the launcher this rank got through init_process_group."""
+    try:
+        directory.mkdir(exist_ok=True)
+        (directory / f"rank{rank}").touch()
+    except OSError:
+        pass
 
 
 def load_worker(spec: str):
@@ -182,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
         comm.set_collective_timeout(collective_timeout(case_timeout))
         rank = dist.get_rank()
+        mark_ready(args.outcome.parent / READY_DIR, rank)
         run_rank = load_worker(args.worker)
         outcome = run_rank(case)
     except BaseException as exc:  # noqa: BLE001 - report, then leave at once (peers may be blocked)
