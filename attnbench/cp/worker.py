@@ -245,11 +245,14 @@ def _slowest(gathered: list[dict], samples_of) -> np.ndarray:
 
 
 def _overlap(total_s: float, gathered: list[dict]) -> CPOverlap:
+    """The overlap figures; no efficiency when the case sends nothing (W = 1: its
+    "communication only" time is the iteration's bookkeeping, nothing to hide)."""
     compute = _slowest(gathered, lambda g: g["alone"]["compute"])
     communication = _slowest(gathered, lambda g: g["alone"]["communication"])
     compute_s, comm_s = float(np.median(compute)), float(np.median(communication))
     exposed = total_s - compute_s
-    efficiency = None if comm_s <= 0 else min(1.0, max(0.0, 1.0 - exposed / comm_s))
+    sends = any(c.bytes_sent for g in gathered for c in g["counts"].values())
+    efficiency = None if comm_s <= 0 or not sends else min(1.0, max(0.0, 1.0 - exposed / comm_s))
     return CPOverlap(compute_s=compute_s, communication_s=comm_s, exposed_s=exposed, efficiency=efficiency,
                      compute_samples_s=[float(x) for x in compute],
                      communication_samples_s=[float(x) for x in communication])

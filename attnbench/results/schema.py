@@ -91,7 +91,7 @@ class CPOverlap(BaseModel):
     compute_s: float
     communication_s: float
     exposed_s: float
-    efficiency: Optional[float] = None  # None when communication_s is 0 (nothing to hide)
+    efficiency: Optional[float] = None  # None when the case sends nothing (W = 1): nothing to hide
     compute_samples_s: list[float] = Field(default_factory=list)
     communication_samples_s: list[float] = Field(default_factory=list)
 
