@@ -508,3 +508,23 @@ def test_two_nodes_on_localhost_through_the_cli_node_0_records_resume_stays_in_s
     assert run.records[1].status is Status.ok, (run.records[1].status, run.records[1].reason)
     assert "took part in 1 CP cases" in out1
     assert not (tmp_path / "node1").exists()
+
+
+def test_validate_says_which_cp_accuracy_checks_will_be_sampled():
+    from rich.console import Console
+
+    from attnbench.cli.screens import print_plan
+    from attnbench.results.schema import Prediction
+    from attnbench.runner.plan import PlannedCase
+
+    suite = load_suite_text(CP_SUITE, cuda_available=False)
+    cases = [c for c in suite.cases if c.cp.world_size == 4][:3]
+    sampled = cases[0].model_copy(update={"cp": cases[0].cp.model_copy(update={"check_rows": 16})})
+    plan = [PlannedCase(sampled, "run", None, Prediction(case_seconds=1.0)),
+            PlannedCase(cases[1], "run", None, Prediction(case_seconds=1.0)),
+            PlannedCase(cases[2], "skipped", "predicted 900 s", None)]
+    console = Console(record=True, width=200)
+    print_plan(console, suite, plan)
+    text = console.export_text()
+    assert "CP accuracy checks: 1 full, 1 sampled" in text
+    assert "12.50% to 12.50% of the query rows checked exactly" in text  # 16 rows x 4 ranks of 512
