@@ -111,6 +111,12 @@ class CPSpec(BaseModel):
     params: dict[str, ParamValue] = Field(default_factory=dict)  # e.g. ulysses_degree
     scaling: Literal["strong", "weak"] = "strong"
     timeout_seconds: float = Field(600.0, gt=0)
+    #: set by the runner from the launch (None: every rank on one node); the methods' default
+    #: Ulysses degree stays inside one node
+    ranks_per_node: Optional[int] = Field(None, ge=1)
+    #: set by the runner from the check's predicted cost: query rows per rank the distributed
+    #: accuracy check covers (None: all of them; fewer: a deterministic sample, see cp.check)
+    check_rows: Optional[int] = Field(None, ge=1)
 
 
 class Case(BaseModel):

@@ -3,6 +3,9 @@
 `UserError` is bad input (suite file, CLI option, shape): the CLI prints its one-line
 message and exits 2. `Unsupported` is raised by a kernel for a combination it cannot run:
 the case is recorded with status `unsupported` and the reason, never attempted.
+
+`first_line` and `is_out_of_memory` turn any exception into a record's reason and status;
+the runner and the CP ranks share them.
 """
 
 
@@ -23,3 +26,17 @@ class Unsupported(Exception):
 
 class MaskTooLarge(UserError):
     """A mask, or a dense rendering of one, was asked for at a size that would not fit."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "failed to allocate" in text
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip().splitlines()
+    message = text[0] if text else ""
+    line = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -2,7 +2,7 @@
 
 `validate` calibrates the device it runs on (matmul TFLOPs/s per dtype), so a GPU suite cannot
 be validated on a CPU machine. This script runs the same per-case prediction
-(`attnbench.runner.predict.predict`) with matmul rates given on the command line (e.g. figures
+(`attnbench.measure.predict.predict`) with matmul rates given on the command line (e.g. figures
 measured on that GPU before, or its spec sheet), and the kernels' declared CUDA support in
 place of an availability probe. It is an estimate from assumed rates: replace it with the
 real `attnbench validate SUITE` on the GPU.
@@ -16,7 +16,7 @@ import argparse
 
 from attnbench.kernels import KERNELS
 from attnbench.masks import MASKS, build_mask
-from attnbench.runner.predict import predict, skip_reason
+from attnbench.measure.predict import predict, skip_reason
 from attnbench.suite import load_suite
 
 

@@ -74,6 +74,14 @@ def hang(case):
     return None
 
 
+def sleep(case):
+    """Every rank sleeps after the all_reduce, outside any collective: only the case timeout ends it."""
+    _all_reduce()
+    print(f"rank {dist.get_rank()} going to sleep", file=sys.stderr, flush=True)
+    while True:
+        time.sleep(1)
+
+
 def exit3(case):
     _all_reduce()
     if dist.get_rank() == _victim():
@@ -114,4 +122,4 @@ def spawns_child(case):
 def by_mode(case):
     """The behaviour named by the case's CP parameter `mode` (default ok)."""
     mode = str(case.cp.params.get("mode", "ok"))
-    return {"ok": ok, "hang": hang, "exit3": exit3, "abort": abort, "raises": raises}[mode](case)
+    return {"ok": ok, "hang": hang, "sleep": sleep, "exit3": exit3, "abort": abort, "raises": raises}[mode](case)

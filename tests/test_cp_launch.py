@@ -87,18 +87,51 @@ def test_ok_outcome_round_trip(standin_method):
     assert not leftover_case_processes()
 
 
-def test_hanging_rank_times_out_every_process_killed_next_case_runs(standin_method):
+def test_hanging_ranks_time_out_with_every_rank_s_stack_every_process_killed_next_case_runs(standin_method):
     timeout = 4.0
     start = time.monotonic()
-    record = execute_cp_case(cp_case(world=2, timeout=timeout, mode="hang"), ctx())
+    record = execute_cp_case(cp_case(world=2, timeout=timeout, mode="sleep"), ctx())
     took = time.monotonic() - start
     assert record.status is Status.timeout, (record.reason, record.detail)
-    assert timeout <= took < timeout + 5, took
+    assert timeout <= took < timeout + 8, took
     assert "every rank killed" in record.reason
-    assert "about to hang" in record.detail  # the tail of the ranks' stderr
+    assert "going to sleep" in record.detail  # the tail of the ranks' stderr
+    stacks = record.detail.split("Python stacks of the ranks")[1]
+    for rank in (0, 1):  # faulthandler's dump of each rank, its own frames first
+        section = stacks.split(f"--- rank {rank} ")[1].split("--- rank")[0]
+        assert 'cp_standins.py", line' in section and " in sleep" in section, section[:500]
     assert not leftover_case_processes()
     after = execute_cp_case(cp_case(world=2), ctx())
     assert after.status is Status.ok, after.reason
+
+
+def test_a_stuck_collective_raises_before_the_case_times_out(standin_method, monkeypatch):
+    """Collectives time out before the case does: the rank stuck in one says so, and the rank
+    that stopped answering shows where it was (its stack, dumped when torchrun stopped it)."""
+    from attnbench.cp.rank_main import COLLECTIVE_TIMEOUT_ENV, collective_timeout
+
+    assert collective_timeout(600.0, env={}).total_seconds() == 300.0  # half the case timeout by default
+    assert collective_timeout(600.0, env={COLLECTIVE_TIMEOUT_ENV: "900"}).total_seconds() == 600.0
+    monkeypatch.setenv(COLLECTIVE_TIMEOUT_ENV, "3")  # the ranks inherit it (a loaded machine starts slowly)
+    record = execute_cp_case(cp_case(world=2, timeout=30.0, mode="hang"), ctx())
+    assert record.status is Status.error, (record.reason, record.detail)
+    assert record.reason.startswith("rank 0 exited with code 1"), record.reason
+    assert "Timed out waiting 3000ms" in record.detail  # gloo's own words, from rank 0's traceback
+    victim = record.detail.split("Python stacks of the ranks")[1].split("--- rank 1 ")[1]
+    assert " in hang" in victim
+    assert not leftover_case_processes()
+
+
+def test_a_launch_whose_ranks_do_not_get_through_init_is_started_once_more(standin_method, monkeypatch):
+    """gloo's full-mesh connect inside init_process_group can hang on a loaded machine (seen
+    2 times in 50 W = 8 launches here). A launch whose ranks are not all past init by the
+    deadline is killed, with the ranks' stacks, and started again; the record says so."""
+    monkeypatch.setattr(cp_launch, "init_deadline", lambda timeout: 0.0)  # the first launch is 'stuck'
+    record = execute_cp_case(cp_case(world=2), ctx())
+    assert record.status is Status.ok, (record.reason, record.detail)
+    assert "first launch: local rank(s) 0, 1 not past init_process_group" in record.detail
+    assert "killed and started again" in record.detail
+    assert len(set(_TOKENS)) == 2 and not leftover_case_processes()
 
 
 def test_grandchildren_of_a_hung_rank_are_killed_too(standin_method):
@@ -405,3 +438,93 @@ def test_per_gpu_figure_above_the_device_peak_is_invalid():
     assert above_peak(Status.ok, None, 0.5, 1.0) == (Status.ok, None)
     assert above_peak(Status.ok, None, 2.0, None) == (Status.ok, None)
     assert above_peak(Status.invalid, "wrong", 2.0, 1.0) == (Status.invalid, "wrong")
+
+
+def _free_port_range(count: int) -> int:
+    """A base port with `count` consecutive free ports after it (probed; retried)."""
+    import random
+    import socket
+
+    for _ in range(50):
+        base = random.randint(20000, 60000)
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free port range")
+
+
+def test_two_nodes_on_localhost_through_the_cli_node_0_records_resume_stays_in_step(tmp_path):
+    """--nnodes 2 on one machine: one rank per node, W = 2. Node 0 writes the records; node 1
+    only takes part. After a run that lost its last cases, --resume on both nodes runs just
+    those, and the nodes still meet on the same ports (a case on mismatched ports would wait
+    for its rendezvous and fail)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    suite = tmp_path / "two_nodes.yaml"
+    suite.write_text(
+        "name: two_nodes\n"
+        "defaults: {heads_q: 4, heads_kv: 2, head_dim: 16, dtype: float32, device: cpu, tokens_per_rank: 32,\n"
+        "           passes: [forward], budget: {warmup_seconds: 0.0, measure_seconds: 0.01, min_repeats: 1, max_repeats: 2}}\n"
+        "sweep: {kernels: [naive], masks: [full, causal], cp_methods: [standin], world_sizes: [2]}\n"
+    )
+    port = _free_port_range(5)
+    env = {"ATTNBENCH_PLUGINS": "tests.plugins.cp_standin", "ATTNBENCH_CP_WORKER": f"{STANDINS}:by_mode"}
+
+    def both(*extra: str, node1_extra: tuple = ()):
+        common = ["run", str(suite), "--nnodes", "2", "--rdzv-endpoint", f"127.0.0.1:{port}", "--timeout", "60"]
+        full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), COLUMNS="200", **env)
+        node1 = subprocess.Popen([sys.executable, "-m", "attnbench", *common, "--node-rank", "1", "--out",
+                                  str(tmp_path / "node1"), *node1_extra], env=full_env, cwd=ROOT, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        node0 = run_cli(*common, "--node-rank", "0", "--out", str(tmp_path / "node0"), *extra, env=env, timeout=300)
+        out1, err1 = node1.communicate(timeout=120)
+        assert node0.returncode == 0, node0.stdout + node0.stderr
+        assert node1.returncode == 0, out1 + err1
+        return node0.stdout, out1
+
+    out0, out1 = both()
+    [run_dir] = list((tmp_path / "node0").iterdir())
+    run = load_run(run_dir)
+    assert [r.status for r in run.records] == [Status.ok] * 2, [(r.status, r.reason) for r in run.records]
+    assert all(r.reason == "all_reduce sum 3" for r in run.records)  # both nodes' ranks met in every case
+    assert "took part in 2 CP cases" in out1 and "node 0 writes the records" in out1
+    assert not (tmp_path / "node1").exists()  # node 1 writes nothing
+
+    # the run lost its last case (killed): resume on both nodes runs exactly that one
+    records = (run_dir / "records.jsonl").read_text().splitlines()
+    (run_dir / "records.jsonl").write_text(records[0] + "\n")
+    kept = json.loads(records[0])["case_id"]
+    out0, out1 = both("--resume", str(run_dir), node1_extra=("--resume", "latest"))
+    run = load_run(run_dir)
+    assert len(run.records) == 2 and run.records[0].case_id == kept
+    assert run.records[1].status is Status.ok, (run.records[1].status, run.records[1].reason)
+    assert "took part in 1 CP cases" in out1
+    assert not (tmp_path / "node1").exists()
+
+
+def test_validate_says_which_cp_accuracy_checks_will_be_sampled():
+    from rich.console import Console
+
+    from attnbench.cli.screens import print_plan
+    from attnbench.results.schema import Prediction
+    from attnbench.runner.plan import PlannedCase
+
+    suite = load_suite_text(CP_SUITE, cuda_available=False)
+    cases = [c for c in suite.cases if c.cp.world_size == 4][:3]
+    sampled = cases[0].model_copy(update={"cp": cases[0].cp.model_copy(update={"check_rows": 16})})
+    plan = [PlannedCase(sampled, "run", None, Prediction(case_seconds=1.0)),
+            PlannedCase(cases[1], "run", None, Prediction(case_seconds=1.0)),
+            PlannedCase(cases[2], "skipped", "predicted 900 s", None)]
+    console = Console(record=True, width=200)
+    print_plan(console, suite, plan)
+    text = console.export_text()
+    assert "CP accuracy checks: 1 full, 1 sampled" in text
+    assert "12.50% to 12.50% of the query rows checked exactly" in text  # 16 rows x 4 ranks of 512

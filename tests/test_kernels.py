@@ -10,8 +10,8 @@ from attnbench.kernels import KERNELS
 from attnbench.masks import MASKS, build_mask
 from attnbench.measure.accuracy import compare_to_reference
 from attnbench.measure.reference import reference_attention
-from attnbench.runner.inputs import make_tensors
-from attnbench.runner.tolerance import tolerances
+from attnbench.inputs import make_tensors
+from attnbench.tolerance import tolerances
 from tests.helpers import small_case
 
 CPU_KERNELS = ["naive", "sdpa", "sdpa_math", "sdpa_flash", "flex"]

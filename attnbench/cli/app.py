@@ -179,7 +179,8 @@ def run_command(
         if not timeout > 0:
             raise UserError(f"--timeout must be > 0 seconds (got {timeout:g})")
         loaded = loaded.model_copy(update={"cases": [case.with_timeout(timeout) for case in loaded.cases]})
-    resume_dir = resolve_run(resume, out) if resume else None
+    follower = cp_launch.multi_node and cp_launch.node_rank != 0  # follows node 0, which resumes
+    resume_dir = resolve_run(resume, out) if resume and not follower else None
     run_with_progress(console, loaded, out, cp_launch=cp_launch, isolate=not inline, resume=resume_dir, threads=threads)
 
 

@@ -111,6 +111,15 @@ def print_plan(console: Console, suite, plan) -> None:
         f"skipped (predicted over budget or memory): {actions.get('skipped', 0)}"
     )
     console.print(f"  predicted duration: about {total / 60:.1f} min (prediction from FLOPs and a quick calibration)")
+    cp_run = [p.case for p in plan if p.action == "run" and p.case.cp is not None and p.case.check_accuracy]
+    sampled = [c for c in cp_run if c.cp.check_rows is not None]
+    if cp_run:
+        line = f"  CP accuracy checks: {len(cp_run) - len(sampled)} full"
+        if sampled:
+            fractions = [c.cp.check_rows * c.cp.world_size / c.shape.seqlen for c in sampled]
+            line += (f", {len(sampled)} sampled (the full check predicted over half of budget.case_seconds; "
+                     f"{min(fractions):.2%} to {max(fractions):.2%} of the query rows checked exactly)")
+        console.print(line)
     reasons = Counter(
         (p.case.kernel if p.case.cp is None else f"{p.case.cp.method} ({p.case.kernel})", p.reason)
         for p in plan
@@ -127,7 +136,7 @@ def print_plan(console: Console, suite, plan) -> None:
 
 
 def run_with_progress(console: Console, suite, out_root: Path, cp_launch=None, *, isolate: bool = True,
-                      resume: Path | None = None, threads: int | None = None) -> Path:
+                      resume: Path | None = None, threads: int | None = None) -> Path | None:
     from attnbench.results.store import load_run
     from attnbench.runner.run import RunEvents, run_suite
 
@@ -160,6 +169,12 @@ def run_with_progress(console: Console, suite, out_root: Path, cp_launch=None, *
         if resume is not None:
             console.print(f"Resuming {resume}")
         run_dir = run_suite(suite, out_root, events, cp_launch=cp_launch, isolate=isolate, resume=resume, threads=threads)
+    if run_dir is None:  # a node other than 0: it took part, node 0 has the records
+        took = sum(counts.values())
+        failed = took - counts.get("ok", 0)
+        console.print(f"node {cp_launch.node_rank} of {cp_launch.nnodes} took part in {took} CP cases"
+                      f"{f' ({failed} ended badly here)' if failed else ''}; node 0 writes the records and tables")
+        return None
     print_run(console, load_run(run_dir))
     return run_dir
 

@@ -1,9 +1,15 @@
 """Analytic communication per rank per pass: what each method must send, from the shape.
 
 Same convention as the counter (attnbench.cp.comm): payload bytes this rank sends to other
-ranks, and collective calls (a batched isend/irecv counts once). Backward mirrors forward in
-every method here: the all-to-alls run in reverse, all-gather becomes reduce-scatter of the
-same size, and each ring shift sends the gradient of what it carried back the other way.
+ranks, and collective calls (a batched isend/irecv counts once).
+
+- Ulysses all-to-alls: q, k, v (KV repeated ``rep`` times) in, the output back; backward
+  runs them in reverse with gradients of the same sizes.
+- All-gather of K, V; backward a reduce-scatter of dK, dV of the same size (input dtype).
+- Rings (attnbench.cp.ring, nested sizes ``n_0, n_1, ...``): forward
+  ``sum_l (n_l - 1) prod_{m<l} n_m`` transfers of a K+V chunk (input dtype); backward the
+  same K+V transfers again plus ``sum_{l: n_l > 1} n_l prod_{m<l} n_m`` transfers of the
+  chunk's dK+dV accumulator in float32.
 
 Notation: B batch, Hq / Hkv heads, D head dim, e bytes per element, S global length, W world,
 u Ulysses degree, r = W / u ring length, rep the KV-head repetition when u does not divide
@@ -12,9 +18,14 @@ Hkv. Per rank: L = S / W tokens before the Ulysses all-to-all, S / r after.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from attnbench.cases import Case, torch_dtype
+from attnbench.cp.ring import transfers
+
+ACCUMULATOR_BYTES = 4  # float32 dK/dV travelling with the chunk in the ring backward
 
 
 def _elem(case: Case) -> int:
@@ -33,14 +44,19 @@ def ulysses_bytes(case: Case, u: int, rep: int) -> tuple[int, int]:
     return packed * (u - 1) // u + out * (u - 1) // u, 2
 
 
-def ring_bytes(case: Case, u: int, rep: int) -> tuple[int, int]:
-    """r - 1 shifts of a K+V chunk: S / r tokens, Hkv * rep / u heads."""
+def ring_chunk_elements(case: Case, u: int, rep: int) -> int:
+    """Elements of one K+V chunk of a ring: S / r tokens, Hkv * rep / u heads."""
     s = case.shape
     r = case.cp.world_size // u
-    if r == 1:
-        return 0, 0
-    chunk = 2 * s.batch * (s.heads_kv * rep // u) * (s.seqlen // r) * s.head_dim * _elem(case)
-    return (r - 1) * chunk, r - 1
+    return 2 * s.batch * (s.heads_kv * rep // u) * (s.seqlen // r) * s.head_dim
+
+
+def ring_bytes(case: Case, sizes: Sequence[int], u: int, rep: int) -> dict[str, tuple[int, int]]:
+    """pass -> (bytes, calls) of the rings alone (forward; backward with the accumulators)."""
+    chunk = ring_chunk_elements(case, u, rep)
+    kv, acc = transfers(sizes)
+    return {"forward": (kv * chunk * _elem(case), kv),
+            "backward": (kv * chunk * _elem(case) + acc * chunk * ACCUMULATOR_BYTES, kv + acc)}
 
 
 def allgather_bytes(case: Case) -> tuple[int, int]:
@@ -53,10 +69,25 @@ def allgather_bytes(case: Case) -> tuple[int, int]:
     return (W - 1) * shard, 1
 
 
+def _add(*parts: tuple[int, int]) -> tuple[int, int]:
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
 def per_pass(case: Case, *parts: tuple[int, int]) -> dict[str, tuple[int, int]]:
-    """Sum of parts for the forward; the same again for the backward when the pass has one."""
-    total = (sum(p[0] for p in parts), sum(p[1] for p in parts))
+    """Parts that are the same in both directions: the forward, and again for the backward
+    when the pass has one."""
+    total = _add(*parts)
     out = {"forward": total}
     if case.pass_.needs_grad:
         out["backward"] = total
+    return out
+
+
+def ring_pass_bytes(case: Case, sizes: Sequence[int], u: int, rep: int) -> dict[str, tuple[int, int]]:
+    """A Ulysses x ring method: the all-to-alls (both directions alike) plus the rings."""
+    uly = ulysses_bytes(case, u, rep)
+    rings = ring_bytes(case, sizes, u, rep)
+    out = {"forward": _add(uly, rings["forward"])}
+    if case.pass_.needs_grad:
+        out["backward"] = _add(uly, rings["backward"])
     return out

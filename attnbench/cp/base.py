@@ -43,7 +43,13 @@ class Plan:
     layout: Layout
     ring: Layout
     ulysses: int = 1
+    rings: tuple[int, ...] = ()  # the ring sizes, outermost first (attnbench.cp.ring); () for none
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved split (defaults applied), for the record."""
+        return {"dispatch": self.ring.strategy,
+                "ulysses_degree": self.ulysses, "rings": list(self.rings), **dict(self.extra)}
 
     def rank_area(self, mask) -> list[int]:
         """Pairs each rank computes, per query head: its ring position's rows against all
@@ -63,9 +69,9 @@ class CPContext:
     world: int
     device: Any  # torch.device
     scale: float
-    kernel: Any  # the registered Kernel of the local step (None for methods without one)
+    step: Any  # LocalStep: the case's kernel as the local step (its kernel None for methods without one)
     counter: Any  # CommCounter
-    comm: Any  # Comm over the whole world
+    comm: Any  # Comm over the whole world (Comm.sub for groups)
 
 
 @dataclass
@@ -85,6 +91,11 @@ class CPMethod(DeclaredSupport):
     params: ClassVar[Mapping[str, str]] = {}
     #: whether ``case.kernel`` is the local step (torch_cp brings its own)
     uses_kernel: ClassVar[bool] = True
+    #: whether all communication goes through attnbench's Comm and every local step through
+    #: LocalStep, so that the worker can time compute only and communication only
+    separable: ClassVar[bool] = True
+    #: whether the bytes it sends are counted (False: recorded as unknown)
+    counts_comm: ClassVar[bool] = True
 
     # -- availability and support --------------------------------------------------------
     def check(self, case: Case) -> str | None:
@@ -125,10 +136,14 @@ class CPMethod(DeclaredSupport):
         return None
 
     # -- planning and running ----------------------------------------------------------------
+    def ring_sizes(self, case: Case) -> tuple[int, ...]:
+        """The sizes of the method's rings, outermost first (() without a ring)."""
+        return ()
+
     def plan(self, case: Case, mask) -> Plan:
         """Default: a ring over all ranks, tokens dispatched by ``dispatch`` (default auto)."""
         layout = make_layout(mask, world_of(case), str(param(case, "dispatch", "auto")))
-        return Plan(layout=layout, ring=layout, ulysses=1)
+        return Plan(layout=layout, ring=layout, ulysses=1, rings=self.ring_sizes(case))
 
     def prepare(self, ctx: CPContext, plan: Plan) -> CPRun:
         raise NotImplementedError

@@ -10,13 +10,17 @@ all_gather and reduce_scatter that is also what a ring algorithm puts on the wir
 of one rank communicates nothing and counts nothing.
 
 Autograd pairs (so that backward is real communication, as in training):
-all_to_all <-> all_to_all with the dims swapped; all_gather <-> reduce_scatter;
-ring shift (send to ``dst``, receive from ``src``) <-> ring shift the other way.
+all_to_all <-> all_to_all with the dims swapped; all_gather <-> reduce_scatter. The ring's
+exchanges are issued by its own autograd Function (attnbench.cp.ring), forward and backward.
 
-A ring shift may run asynchronously in the forward: :func:`ring_shift` returns the receive
-buffer at once and the caller calls :meth:`Comm.wait` before reading it, overlapping the
-transfer with the step's compute (double buffering). Backwards are synchronous.
+A ring exchange may run asynchronously: :meth:`Comm.exchange` with ``wait=False`` returns
+the receive buffer at once and the caller calls :meth:`Comm.wait` before reading it,
+overlapping the transfer with the step's compute (double buffering; attnbench.cp.ring).
 
+:class:`Switches` (shared by every Comm of a rank, and by the local step) let the worker
+time the same iteration without communication: with ``communicate`` off every collective
+returns a buffer of the right shape made from local data (the input itself, its own chunk)
+and moves nothing, counts nothing. Values are then meaningless; only the time is used.
 """
 
 from __future__ import annotations
@@ -28,6 +32,14 @@ import torch
 import torch.distributed as dist
 
 PASSES = ("forward", "backward")
+
+
+@dataclass
+class Switches:
+    """What a rank's iteration does: communicate, compute (attnbench.cp.local), or both."""
+
+    communicate: bool = True
+    compute: bool = True
 
 
 @dataclass
@@ -58,14 +70,23 @@ _reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.re
 
 
 class Comm:
-    """One process group (``None``: the default group) plus the shared counter."""
+    """One process group (``None``: the default group) plus the shared counter and switches."""
 
-    def __init__(self, counter: CommCounter, group=None) -> None:
+    def __init__(self, counter: CommCounter, group=None, switches: Switches | None = None) -> None:
         self.counter = counter
         self.group = group
+        self.switches = switches or Switches()
         self.size = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
         self._pending: dict[int, tuple] = {}
+
+    def sub(self, group) -> "Comm":
+        """A Comm over ``group`` sharing this one's counter and switches."""
+        return Comm(self.counter, group, self.switches)
+
+    @property
+    def live(self) -> bool:
+        return self.switches.communicate
 
     def global_rank(self, group_rank: int) -> int:
         return group_rank if self.group is None else dist.get_global_rank(self.group, group_rank)
@@ -78,6 +99,8 @@ class Comm:
         if n == 1:
             return x
         send = torch.stack(x.chunk(n, dim=scatter_dim)).contiguous()
+        if not self.live:
+            return torch.cat(send.unbind(0), dim=gather_dim)
         recv = torch.empty_like(send)
         self.counter.add(phase, _nbytes(send) * (n - 1) // n)
         dist.all_to_all_single(recv, send, group=self.group)
@@ -89,6 +112,8 @@ class Comm:
         if n == 1:
             return x
         send = x.contiguous()
+        if not self.live:
+            return torch.cat([send] * n, dim=dim)
         recv = torch.empty((n, *send.shape), dtype=send.dtype, device=send.device)
         self.counter.add(phase, _nbytes(send) * (n - 1))
         _all_gather_single(recv.view(-1), send.view(-1), group=self.group)
@@ -99,6 +124,8 @@ class Comm:
         n = self.size
         if n == 1:
             return x
+        if not self.live:
+            return x.chunk(n, dim=dim)[self.rank].contiguous()
         send = torch.stack(x.chunk(n, dim=dim)).contiguous()
         recv = torch.empty(send.shape[1:], dtype=send.dtype, device=send.device)
         self.counter.add(phase, _nbytes(send) * (n - 1) // n)
@@ -109,6 +136,8 @@ class Comm:
         """Send ``x`` to global rank ``dst`` and receive a tensor like it from ``src``
         (one batched isend/irecv). With ``wait=False`` the transfer is left pending."""
         send = x.contiguous()
+        if not self.live:
+            return send
         recv = torch.empty_like(send)
         self.counter.add(phase, _nbytes(send))
         ops = [dist.P2POp(dist.isend, send, dst, self.group), dist.P2POp(dist.irecv, recv, src, self.group)]
@@ -124,7 +153,7 @@ class Comm:
         """Complete the pending transfer into ``received`` (every pending one when None)."""
         keys = list(self._pending) if received is None else [received.data_ptr()]
         for key in keys:
-            works, _ = self._pending.pop(key)
+            works, _ = self._pending.pop(key, ((), None))  # nothing pending: communication is off
             for w in works:
                 w.wait()
 
@@ -153,19 +182,6 @@ class _AllGather(torch.autograd.Function):
         return ctx.comm.reduce_scatter(grad, ctx.dim, "backward"), None, None
 
 
-class _RingShift(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, comm: Comm, dst: int, src: int, wait: bool):
-        ctx.comm, ctx.peers = comm, (dst, src)
-        return comm.exchange(x, dst, src, "forward", wait=wait)
-
-    @staticmethod
-    def backward(ctx, grad):
-        dst, src = ctx.peers
-        # the gradient of what we received goes back to its sender; ours comes from dst
-        return ctx.comm.exchange(grad, src, dst, "backward"), None, None, None, None
-
-
 def all_to_all(x: torch.Tensor, comm: Comm, scatter_dim: int, gather_dim: int) -> torch.Tensor:
     return x if comm.size == 1 else _AllToAll.apply(x, comm, scatter_dim, gather_dim)
 
@@ -174,13 +190,15 @@ def all_gather(x: torch.Tensor, comm: Comm, dim: int) -> torch.Tensor:
     return x if comm.size == 1 else _AllGather.apply(x, comm, dim)
 
 
-def ring_shift(x: torch.Tensor, comm: Comm, dst: int, src: int, *, wait: bool = True) -> torch.Tensor:
-    """Differentiable send-to-``dst`` / receive-from-``src`` (global ranks); with
-    ``wait=False`` call ``comm.wait(result)`` before reading the result."""
-    return _RingShift.apply(x, comm, dst, src, wait)
-
-
 _GROUPS: dict[tuple[int, ...], object] = {}
+_TIMEOUT: list = [None]  # the collective timeout of the world group, for the subgroups
+
+
+def set_collective_timeout(timeout) -> None:
+    """How long a collective of the world group (and of every subgroup made after) may block
+    before it raises (a ``datetime.timedelta``)."""
+    dist.distributed_c10d._set_pg_timeout(timeout)
+    _TIMEOUT[0] = timeout
 
 
 def subgroups(partition: Sequence[Sequence[int]]):
@@ -195,7 +213,7 @@ def subgroups(partition: Sequence[Sequence[int]]):
     for ranks in partition:
         key = (world, *(int(r) for r in ranks))
         if key not in _GROUPS:
-            _GROUPS[key] = None if len(key) - 1 == dist.get_world_size() else dist.new_group(list(key[1:]))
+            _GROUPS[key] = None if len(key) - 1 == dist.get_world_size() else dist.new_group(list(key[1:]), timeout=_TIMEOUT[0])
         if me in key[1:]:
             mine = _GROUPS[key]
     return mine

@@ -3,11 +3,15 @@
 `execute_cp_case` has the contract of `attnbench.runner.execute.execute_case`: it never
 raises for a failing case (only KeyboardInterrupt goes through). In order:
 
+0. the case as its ranks will run it (:func:`resolve_case`): the ranks per node of this
+   launch (the default Ulysses degree stays inside a node) and the rows the distributed
+   accuracy check covers (all, or a sample when the full check is predicted over budget);
 1. the method's support check (unknown method, unavailable here, shape it cannot split):
    `unsupported` with the reason, nothing launched;
 2. placement (more ranks per node than GPUs, or than the CPU rank cap): `skipped`;
 3. launch (`attnbench.cp.launch`), then the record from rank 0's `RankOutcome`, or
-   `timeout` / `error` with the failed rank, its exit code or signal, and the stderr tail.
+   `timeout` / `error` with the failed rank, its exit code or signal, the stderr tail and,
+   for a timeout, every rank's Python stacks.
 """
 
 from __future__ import annotations
@@ -49,6 +53,32 @@ def method_problem(case: Case) -> Optional[str]:
     return None
 
 
+def with_placement(case: Case, options: LaunchOptions) -> Case:
+    """The case with the ranks per node of this launch (None on one node)."""
+    assert case.cp is not None
+    per_node = case.cp.world_size // options.nnodes if options.multi_node else None
+    return case.model_copy(update={"cp": case.cp.model_copy(update={"ranks_per_node": per_node})})
+
+
+def with_check_rows(case: Case, matmul_tflops: dict[str, float]) -> Case:
+    """The case with the query rows per rank its accuracy check covers (None: all)."""
+    from attnbench.cp.check import plan_rows
+
+    assert case.cp is not None
+    rows = plan_rows(case, matmul_tflops).rows
+    return case.model_copy(update={"cp": case.cp.model_copy(update={"check_rows": rows})})
+
+
+def matmul_rates(ctx: Any, device: str) -> dict[str, float]:
+    """The run's calibration, or this device's (cached) when the run has none yet."""
+    rates = getattr(ctx, "matmul_tflops", None)
+    if rates:
+        return rates
+    from attnbench.measure.device import calibrate_device
+
+    return dict(calibrate_device(device, ("float32",)).matmul_tflops)
+
+
 def execute_cp_case(case: Case, ctx: Any, options: Optional[LaunchOptions] = None) -> Record:
     """Run one CP case; `options` default to `ctx.cp_launch`, else a single node."""
     assert case.cp is not None, "execute_cp_case needs a case with `cp`"
@@ -57,6 +87,7 @@ def execute_cp_case(case: Case, ctx: Any, options: Optional[LaunchOptions] = Non
     fields: dict[str, Any] = {}
     detail: Optional[str] = None
     try:
+        case = with_placement(case, options)
         reason = method_problem(case)
         if reason:
             status = Status.unsupported
@@ -65,12 +96,13 @@ def execute_cp_case(case: Case, ctx: Any, options: Optional[LaunchOptions] = Non
             if reason:
                 status = Status.skipped
             else:
+                case = with_check_rows(case, matmul_rates(ctx, case.device))
                 status, reason, detail = record_fields(case, launch_case(case, options), options, fields)
                 status, reason = above_peak(status, reason, fields.get("tflops"), getattr(ctx, "peak_tflops", {}).get(case.dtype))
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # the harness's own failure must not stop the suite either
-        from attnbench.runner.execute import first_line
+        from attnbench.errors import first_line
 
         fields = {}
         status, reason, detail = Status.error, first_line(exc), traceback.format_exc()[-4000:]
@@ -90,6 +122,13 @@ def record_fields(
     case: Case, result: LaunchResult, options: LaunchOptions, fields: dict[str, Any]
 ) -> tuple[Status, Optional[str], Optional[str]]:
     """Status, reason and detail of a launched case; the measured fields go into `fields`."""
+    status, reason, detail = _launch_verdict(result, options, fields)
+    if result.relaunched:
+        detail = f"{detail}\n\n{result.relaunched}" if detail else result.relaunched
+    return status, reason, detail
+
+
+def _launch_verdict(result: LaunchResult, options: LaunchOptions, fields: dict[str, Any]):
     from attnbench.cp.protocol import RankOutcome
 
     failure = _failure_text(result)
@@ -110,11 +149,14 @@ def record_fields(
             detail = f"{detail}\n{extra}" if detail else extra
         return outcome.status, outcome.reason, detail
     tail = result.stderr_tail or "(no stderr)"
+    if result.stacks:
+        tail = (f"{tail}\n\nPython stacks of the ranks (faulthandler; at the timeout, or when torchrun "
+                f"stopped them after a failure):\n{result.stacks}")
     if result.timed_out:
         return Status.timeout, f"no result within {result.timeout_s:g} s; every rank killed", tail
     if result.returncode == 0:
-        if options.node_rank != 0:
-            return Status.ok, f"ranks of node {options.node_rank} ran; node 0 (rank 0) records the measurements", None
+        if options.node_rank != 0:  # never written: node 0 records the case
+            return Status.ok, f"node {options.node_rank} took part; node 0 records the measurements", None
         return Status.error, "the ranks ended without an outcome from rank 0", tail
     return Status.error, failure, tail
 
@@ -154,25 +196,29 @@ LAUNCH_OVERHEAD_S = {"fork": 2.0, "spawn": 8.0}
 
 def predict_cp(case: Case, matmul_tflops: dict[str, float]):
     """A rough `Prediction` of a CP case: the local kernel's prediction for the whole problem,
-    its work split over the ranks (on CPU the ranks share the cores, so no speed-up), plus
-    the launch overhead."""
+    its work split over the ranks (on CPU the ranks share the cores, so no speed-up), timed
+    three times when the method separates compute from communication (total, compute only,
+    communication only), plus the distributed accuracy check (cp.check) and the launch."""
+    from attnbench.cp import CP_METHODS
+    from attnbench.cp.check import plan_rows
     from attnbench.cp.launch import start_method
     from attnbench.kernels import KERNELS
     from attnbench.masks import MASKS, build_mask
+    from attnbench.measure.predict import predict
     from attnbench.results.schema import Prediction
-    from attnbench.runner.predict import predict
 
     assert case.cp is not None
     kernel = KERNELS.get(case.kernel)
     heads = case.shape.heads_q if MASKS.get(case.mask.name).dynamic else 1
     mask = build_mask(case.mask.name, case.shape.seqlen, case.mask.params, heads=heads)
-    whole = predict(case, kernel, mask, matmul_tflops, None)
+    whole = predict(case.model_copy(update={"check_accuracy": False}), kernel, mask, matmul_tflops, None)
     world = case.cp.world_size
     share = 1 if case.device.startswith("cpu") else world
     per_iteration = (whole.seconds_per_iteration or 0.0) / share
     b = case.budget
-    timed = b.warmup_seconds + max(b.measure_seconds, b.min_repeats * per_iteration) + 3 * per_iteration
-    single = (whole.case_seconds or 0.0) - (b.warmup_seconds + max(b.measure_seconds, b.min_repeats * (whole.seconds_per_iteration or 0.0)))
-    reference = max(0.0, single)  # the single-process reference the ranks are checked against, and set-up
-    seconds = LAUNCH_OVERHEAD_S[start_method(case)] + timed + reference
+    loops = 3 if getattr(CP_METHODS.get(case.cp.method), "separable", True) else 1
+    timed = loops * (b.warmup_seconds + max(b.measure_seconds, b.min_repeats * per_iteration) + 2 * per_iteration)
+    timed += 3 * per_iteration  # accuracy run, counted iteration, memory
+    check = plan_rows(case, matmul_tflops).seconds
+    seconds = LAUNCH_OVERHEAD_S[start_method(case)] + timed + check
     return Prediction(seconds_per_iteration=per_iteration, case_seconds=seconds, bytes=None, free_bytes=None)

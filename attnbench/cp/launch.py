@@ -14,7 +14,8 @@ CUDA they are spawned (no CUDA state may cross a fork).
   per-case rendezvous id, so a node that is already on the next case never talks to the
   previous case's store. Every node runs the same suite in the same order.
 - **Timeout and kill.** The launcher polls the agent; when the case's timeout expires it
-  SIGKILLs the agent's process group, then every process that carries the case's token (an
+  first asks every rank for its Python stacks (SIGUSR1: faulthandler writes them, see
+  `attnbench.cp.rank_main`), then SIGKILLs the agent's process group, then every process that carries the case's token (an
   environment variable set for the agent and inherited by every rank and anything a rank
   starts, whatever session it is in), until none is left. Ranks also ask Linux to SIGKILL
   them when the agent dies. The same sweep runs after every case, however it ended, so no
@@ -42,7 +43,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from attnbench.cases import Case
-from attnbench.cp.rank_main import CASE_TOKEN_ENV, WORKER_ENV
+from attnbench.cp.rank_main import CASE_TOKEN_ENV, READY_DIR, STACKS_DIR, WORKER_ENV
 from attnbench.errors import UserError
 
 DEFAULT_PORT = 29500
@@ -51,6 +52,9 @@ SHUTDOWN_TIMEOUT_S = 5  # torchrun: SIGTERM -> SIGKILL for the surviving ranks o
 OUTCOME_GRACE_S = 30.0  # ranks still running this long after rank 0 wrote its outcome are killed
 MAX_CPU_RANKS_ENV = "ATTNBENCH_CP_MAX_CPU_RANKS"
 STDERR_TAIL_CHARS = 4000
+STACK_CHARS_PER_RANK = 2000
+STACK_DUMP_WAIT_S = 3.0  # how long the ranks get to write their stacks at a timeout
+INIT_DEADLINE_S = 60.0  # ranks not past init_process_group by then (or a quarter of the timeout): relaunch once
 POLL_S = 0.05
 
 _launch_counter = itertools.count()
@@ -227,6 +231,9 @@ class LaunchResult:
     failures: list[RankFailure] = field(default_factory=list)  # from torchrun's summary, root cause first
     killed: int = 0  # processes of the case still alive at the end, killed by the sweep
     note: Optional[str] = None  # e.g. ranks killed after the outcome was written
+    stacks: str = ""  # the ranks' Python stacks (at a timeout, or when torchrun stopped them)
+    stuck_in_init: Optional[str] = None  # why this launch was given up before its ranks had initialised
+    relaunched: Optional[str] = None  # a first launch stuck in init: what happened to it
 
 
 _FAILURE_RE = re.compile(r"rank\s*:\s*(-?\d+)\s*\(local_rank:\s*-?\d+\)\s*\n\s*exitcode\s*:\s*(-?\d+)")
@@ -290,12 +297,35 @@ def _child_env(case: Case, options: LaunchOptions, token: str) -> dict[str, str]
     return env
 
 
+def init_deadline(timeout_s: float) -> float:
+    """Seconds after the start by which every rank of this node must be past
+    init_process_group (else the launch is retried once, single node only)."""
+    return min(INIT_DEADLINE_S, timeout_s / 4)
+
+
 def launch_case(case: Case, options: LaunchOptions | None = None, *, timeout_s: float | None = None) -> LaunchResult:
-    """Run every rank of `case` on this node; return when they have all ended (or been killed)."""
+    """Run every rank of `case` on this node; return when they have all ended (or been killed).
+
+    On one node, a launch whose ranks are not all past init_process_group by
+    :func:`init_deadline` (gloo's full-mesh connect can hang on a loaded machine, see
+    benchmarks/cp.md) is killed, with every rank's stacks, and started once more; the result
+    says so in ``relaunched``. Several nodes cannot retry alone: there the case times out."""
     if case.cp is None:
         raise ValueError("launch_case needs a case with `cp`")
     options = options or LaunchOptions()
     timeout = float(timeout_s if timeout_s is not None else case.cp.timeout_seconds)
+    result = _launch_once(case, options, timeout, init_deadline(timeout) if not options.multi_node else None)
+    if result.stuck_in_init is None:
+        return result
+    again = _launch_once(case, options, timeout, None)
+    again.relaunched = (f"first launch: {result.stuck_in_init}; killed and started again. Its stacks:\n"
+                        f"{result.stacks}")
+    return again
+
+
+def _launch_once(case: Case, options: LaunchOptions, timeout: float, init_by: float | None) -> LaunchResult:
+    """One agent and its ranks; with ``init_by``, give up (stuck_in_init) when the ranks are not
+    all past init_process_group that many seconds after the start."""
     seq = next(_launch_counter)
     token = uuid.uuid4().hex
     workdir = Path(tempfile.mkdtemp(prefix="attnbench-cp-"))
@@ -303,8 +333,9 @@ def launch_case(case: Case, options: LaunchOptions | None = None, *, timeout_s: 
     stdout_path, stderr_path = workdir / "stdout.txt", workdir / "stderr.txt"
     case_file.write_text(case.model_dump_json(by_alias=True), encoding="utf-8")
     cmd = agent_command(case, options, case_file, outcome_file, seq)
+    local_ranks = case.cp.world_size // options.nnodes
     start = time.monotonic()
-    timed_out, note, outcome_seen_at = False, None, None
+    timed_out, note, outcome_seen_at, stuck = False, None, None, None
     proc = None
     try:
         with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
@@ -317,12 +348,23 @@ def launch_case(case: Case, options: LaunchOptions | None = None, *, timeout_s: 
             if now - start > timeout:
                 timed_out = True
                 break
+            if init_by is not None and now - start > init_by:
+                ready = ready_ranks(workdir / READY_DIR)
+                if len(ready) >= local_ranks:
+                    init_by = None
+                else:
+                    missing = sorted(set(range(local_ranks)) - {r % local_ranks for r in ready})
+                    stuck = (f"local rank(s) {', '.join(map(str, missing))} not past init_process_group "
+                             f"{now - start:.0f} s after the start")
+                    break
             if outcome_seen_at is None and outcome_file.exists():
                 outcome_seen_at = now
             if outcome_seen_at is not None and now - outcome_seen_at > min(OUTCOME_GRACE_S, timeout):
                 note = f"ranks still running {min(OUTCOME_GRACE_S, timeout):.0f}s after rank 0 wrote its outcome; killed"
                 break
             time.sleep(POLL_S)
+        if timed_out or stuck:
+            request_stacks(workdir / STACKS_DIR)
         killed = kill_case(proc, token)
         returncode = proc.wait()
         elapsed = time.monotonic() - start
@@ -338,6 +380,8 @@ def launch_case(case: Case, options: LaunchOptions | None = None, *, timeout_s: 
             failures=parse_failures(stderr_text),
             killed=killed,
             note=note,
+            stacks=read_stacks(workdir / STACKS_DIR),
+            stuck_in_init=stuck,
         )
     finally:
         if proc is not None and proc.poll() is None:  # interrupted: leave nothing behind
@@ -346,6 +390,54 @@ def launch_case(case: Case, options: LaunchOptions | None = None, *, timeout_s: 
         elif proc is not None:
             kill_case(None, token)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def ready_ranks(directory: Path) -> set[int]:
+    """The ranks that wrote their marker after init_process_group (rank_main)."""
+    return {int(p.name[4:]) for p in directory.glob("rank*") if p.name[4:].isdigit()} if directory.is_dir() else set()
+
+
+# -- stacks -----------------------------------------------------------------------------------
+def _stack_files(directory: Path) -> list[tuple[int, int, Path]]:
+    """(rank, pid, file) of every rank that armed its stack dump (rank<R>-<pid>.txt)."""
+    found = []
+    for path in directory.glob("rank*-*.txt") if directory.is_dir() else ():
+        rank, _, pid = path.stem[4:].partition("-")
+        if rank.isdigit() and pid.isdigit():
+            found.append((int(rank), int(pid), path))
+    return sorted(found)
+
+
+def request_stacks(directory: Path, wait_s: float = STACK_DUMP_WAIT_S) -> None:
+    """SIGUSR1 to every live rank, then wait until each has written its stacks (or wait_s)."""
+    asked = []
+    for _, pid, path in _stack_files(directory):
+        try:
+            os.kill(pid, signal.SIGUSR1)
+            asked.append(path)
+        except OSError:
+            pass
+    end = time.monotonic() + wait_s
+    while asked and time.monotonic() < end:
+        sizes = [p.stat().st_size for p in asked]
+        time.sleep(0.2)
+        if all(size > 0 for size in sizes) and sizes == [p.stat().st_size for p in asked]:
+            break
+
+
+def read_stacks(directory: Path) -> str:
+    """Every rank's dumped stacks, rank by rank (each cut to its first STACK_CHARS_PER_RANK)."""
+    parts = []
+    for rank, pid, path in _stack_files(directory):
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            continue
+        if text:
+            # most recent call first: the rank's own frames lead, the forked agent's follow
+            text = text if len(text) <= STACK_CHARS_PER_RANK else text[:STACK_CHARS_PER_RANK] + "\n..."
+            parts.append(f"--- rank {rank} (pid {pid}) ---\n{text}")
+    return "\n".join(parts)
 
 
 # -- killing --------------------------------------------------------------------------------

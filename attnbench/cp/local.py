@@ -1,20 +1,32 @@
-"""The local step of every CP method: attend over one step's slices, merge partial results.
+"""The local step of every CP method: one step's slices through the registered kernel.
 
-:func:`attend` consults the registered kernel named by the case (``Kernel.attend_slices``;
-which kernels can, on which device, is declared by ``Kernel.slice_devices``). A step whose
-slices are empty calls no kernel: it yields out 0 and lse -inf through :class:`_EmptyStep`,
-a node with the same inputs as a real step. Keeping a node there makes every rank's autograd
-graph identical in shape whatever its steps contain, so every rank runs the backward
-collectives in the same order (the autograd engine orders ready nodes by creation).
+:class:`LocalStep` binds the case's kernel (``Kernel.attend_slices`` and
+``Kernel.attend_slices_backward``; which kernels can, on which device, is declared by
+``Kernel.slice_devices``), the softmax scale and the rank's :class:`Switches`. It offers:
 
-:class:`Partial` accumulates results by log-sum-exp in float32; it is differentiable and
+- :meth:`LocalStep.attend`: differentiable (out, lse) of one step, for methods whose local
+  attention is one call (Ulysses, all-gather). A step whose slices are empty calls no kernel:
+  it yields out 0 and lse -inf through :class:`_EmptyStep`, a node with the same inputs as a
+  real step, so every rank's autograd graph has the same shape whatever its steps contain
+  (every rank then runs the backward collectives in the same order);
+- :meth:`LocalStep.forward` / :meth:`LocalStep.backward`: one ring step without autograd
+  (attnbench.cp.ring): (out, lse) of the step, and later its (dq, dk, dv) given the merged
+  out, lse and dout. An empty step returns None.
+
+With ``switches.compute`` off (the worker's communication-only timing) no kernel is called:
+``attend`` gives zeros, ``forward`` and ``backward`` None.
+
+:class:`Partial` accumulates ring steps by log-sum-exp in float32, in place (no autograd),
 safe for rows whose lse is still -inf.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
+from attnbench.cp.comm import Switches
 from attnbench.cp.slices import LocalMask
 
 
@@ -48,45 +60,67 @@ def kernel_reason(kernel_name: str, device: str) -> str | None:
     return None if available.ok else available.reason
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, local: LocalMask, scale: float, kernel) -> tuple:
-    """(out ``[B, Hq, Lq, D]``, lse ``[B, Hq, Lq]`` float32) of one step; differentiable."""
-    if local.empty:
-        return _EmptyStep.apply(q, k, v)
-    out, lse = kernel.attend_slices(q, k, v, local, scale)
-    return out, lse.float()
+@dataclass
+class LocalStep:
+    """The kernel of a rank's local steps, with the scale and the rank's switches."""
+
+    kernel: object
+    scale: float
+    switches: Switches = field(default_factory=Switches)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, local: LocalMask) -> tuple:
+        """(out ``[B, Hq, Lq, D]``, lse ``[B, Hq, Lq]`` float32) of one step; differentiable."""
+        if local.empty or not self.switches.compute:
+            return _EmptyStep.apply(q, k, v)
+        out, lse = self.kernel.attend_slices(q, k, v, local, self.scale)
+        return out, lse.float()
+
+    def forward(self, q, k, v, local: LocalMask):
+        """(out, lse float32) of one ring step, no autograd; None for an empty step."""
+        if local.empty or not self.switches.compute:
+            return None
+        with torch.no_grad():
+            out, lse = self.kernel.attend_slices(q, k, v, local, self.scale)
+        return out, lse.float()
+
+    def backward(self, q, k, v, out, lse, dout, local: LocalMask):
+        """(dq, dk, dv) float32 of one ring step, given the MERGED out and lse of the rows and
+        their dout; None for an empty step."""
+        if local.empty or not self.switches.compute:
+            return None
+        return self.kernel.attend_slices_backward(q, k, v, out, lse, dout, local, self.scale)
 
 
 class Partial:
-    """Running (out, lse) of a query block over the steps seen so far (float32)."""
+    """Running (out, lse) of a query block over the ring steps seen so far (float32, in place)."""
 
     def __init__(self) -> None:
         self.out: torch.Tensor | None = None
         self.lse: torch.Tensor | None = None
 
     def add(self, out: torch.Tensor, lse: torch.Tensor) -> None:
-        out = out.float()
         if self.out is None:
-            self.out, self.lse = out, lse
+            self.out, self.lse = out.float().clone(), lse.float().clone()
             return
-        self.out, self.lse = merge(self.out, self.lse, out, lse)
+        merge_into(self.out, self.lse, out, lse)
 
-    def result(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.out.to(dtype), self.lse
+    def result(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(out in ``like``'s dtype, lse float32); rows never reached: out 0, lse -inf."""
+        if self.out is None:
+            return torch.zeros_like(like), torch.full(like.shape[:-1], float("-inf"), device=like.device)
+        return self.out.to(like.dtype), self.lse
 
 
-def merge(out1, lse1, out2, lse2):
-    """Log-sum-exp merge of two partial softmax results (NaN-free for -inf rows).
-
-    ``m`` is detached: the result does not depend on it mathematically, and it keeps the
-    gradient of ``max`` (ill-defined at ties and infinities) out of the graph.
-    """
-    m = torch.maximum(lse1, lse2).detach()
+@torch.no_grad()
+def merge_into(out: torch.Tensor, lse: torch.Tensor, out2: torch.Tensor, lse2: torch.Tensor) -> None:
+    """(out, lse) <- the log-sum-exp merge of (out, lse) and (out2, lse2), in place; NaN-free
+    for rows that are -inf on either or both sides."""
+    m = torch.maximum(lse, lse2)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    w1 = torch.exp(lse1 - m)
-    w2 = torch.exp(lse2 - m)
+    w1 = torch.exp(lse - m)
+    w2 = torch.exp(lse2.float() - m)
     s = w1 + w2
     has = s > 0
     s_safe = torch.where(has, s, torch.ones_like(s))
-    lse = torch.where(has, m + torch.log(s_safe), torch.full_like(s, float("-inf")))
-    out = out1 * (w1 / s_safe).unsqueeze(-1) + out2 * (w2 / s_safe).unsqueeze(-1)
-    return out, lse
+    out.mul_((w1 / s_safe).unsqueeze(-1)).add_(out2.float() * (w2 / s_safe).unsqueeze(-1))
+    lse.copy_(torch.where(has, m + torch.log(s_safe), torch.full_like(s, float("-inf"))))

@@ -1,17 +1,13 @@
-"""Building blocks shared by the CP methods: the Ulysses head/sequence all-to-alls and a ring
-pass over key/value chunks (overlapped, lse-merged). Methods compose these; nothing here
+"""Building blocks shared by the CP methods: the Ulysses head/sequence all-to-alls and the
+rings' plans (the ring itself is attnbench.cp.ring). Methods compose these; nothing here
 knows which method calls it.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 
-from attnbench.cp.comm import Comm, all_to_all, ring_shift, subgroups
-from attnbench.cp.local import Partial, attend
-from attnbench.cp.slices import LocalMask
+from attnbench.cp.comm import Comm, all_to_all, subgroups
 
 
 def ulysses_comm(ctx, degree: int) -> Comm | None:
@@ -19,7 +15,7 @@ def ulysses_comm(ctx, degree: int) -> Comm | None:
     if degree == 1:
         return None
     partition = [list(range(g * degree, (g + 1) * degree)) for g in range(ctx.world // degree)]
-    return Comm(ctx.counter, subgroups(partition))
+    return ctx.comm.sub(subgroups(partition))
 
 
 def ulysses_in(q, k, v, comm: Comm | None, kv_repeat: int):
@@ -53,20 +49,3 @@ def ulysses_lse(lse, comm: Comm | None):
         return comm.all_to_all(lse.contiguous(), 2, 1, "forward")
 
 
-def ring_pass(q, k, v, masks: Sequence[LocalMask], comm: Comm, dst: int, src: int, kernel, scale: float) -> Partial:
-    """KV chunks around a ring: step t attends ``masks[t]`` on the chunk received t steps ago.
-
-    K and V travel together as one tensor; the next chunk's transfer is in flight while the
-    current chunk is computed (two buffers alive in forward). Every step's chunk is used by a
-    node (a kernel call, or an empty step), so backward passes dK, dV around the ring the
-    other way on every rank in the same order.
-    """
-    acc = Partial()
-    cur = torch.stack([k, v])
-    for t, local in enumerate(masks):
-        nxt = ring_shift(cur, comm, dst, src, wait=False) if t + 1 < len(masks) else None
-        acc.add(*attend(q, cur[0], cur[1], local, scale, kernel))
-        if nxt is not None:
-            comm.wait(nxt)
-            cur = nxt
-    return acc

@@ -11,6 +11,16 @@ its LOCAL_RANK, on CUDA), calls the worker (`attnbench.cp.worker:run_rank` unles
 ``--worker`` or ATTNBENCH_CP_WORKER names another), and rank 0 writes the `RankOutcome`
 it returns to ``--outcome`` atomically (a temporary file, then a rename).
 
+The rank marks ``ready/rank<R>`` once init_process_group returned: the launcher retries a
+launch whose ranks never got there (gloo's connect can hang on a loaded machine).
+
+Hangs speak: collectives time out well before the case does (:func:`collective_timeout`:
+half the case timeout, or ATTNBENCH_CP_COLLECTIVE_TIMEOUT_S; the rendezvous keeps the whole), so a stuck collective raises in
+the rank that waits, naming itself, instead of the case just running out of time. And every
+rank arms faulthandler to write its Python stacks to ``stacks/rank<R>-<pid>.txt`` beside the
+outcome file on SIGUSR1 (the launcher sends it at a timeout) and on SIGTERM (torchrun's stop
+of the survivors when a rank failed); the launcher puts them in the record's detail.
+
 A rank whose worker raises prints the traceback to stderr and exits 1 at once, without
 tearing the process group down (its peers may be blocked in a collective with it);
 torchrun then stops the other ranks and the launcher records `error` with the stderr
@@ -23,6 +33,7 @@ before it exits, so that torchrun sees the rank that died first as the root caus
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import os
 import re
@@ -38,6 +49,11 @@ WORKER_ENV = "ATTNBENCH_CP_WORKER"
 #: the launcher marks every process of one case with this variable, to find them all
 CASE_TOKEN_ENV = "ATTNBENCH_CP_CASE_TOKEN"
 PEER_FAILURE_DELAY_S = 1.0
+#: collectives time out after this share of the case timeout (or ATTNBENCH_CP_COLLECTIVE_TIMEOUT_S seconds)
+COLLECTIVE_TIMEOUT_SHARE = 0.5
+COLLECTIVE_TIMEOUT_ENV = "ATTNBENCH_CP_COLLECTIVE_TIMEOUT_S"
+STACKS_DIR = "stacks"
+READY_DIR = "ready"  # a rank's marker file here says it is past init_process_group
 _PEER_FAILURE = re.compile(r"peer|connection|closed|reset|broken pipe|aborted|timed? ?out", re.I)
 
 
@@ -57,6 +73,38 @@ def die_with_parent() -> None:
         pass
 
 
+def collective_timeout(case_timeout_s: float, env=os.environ) -> timedelta:
+    """How long one collective may block: half the case's timeout (at least 1 s), or the
+    seconds in ATTNBENCH_CP_COLLECTIVE_TIMEOUT_S (never more than the case timeout)."""
+    raw = env.get(COLLECTIVE_TIMEOUT_ENV, "").strip()
+    try:
+        seconds = float(raw) if raw else COLLECTIVE_TIMEOUT_SHARE * case_timeout_s
+    except ValueError:
+        seconds = COLLECTIVE_TIMEOUT_SHARE * case_timeout_s
+    return timedelta(seconds=max(1.0, min(seconds, case_timeout_s)))
+
+
+def arm_stack_dumps(directory: Path, rank: int) -> None:
+    """Write every thread's Python stack to ``directory/rank<R>-<pid>.txt`` on SIGUSR1 (and
+    go on) and on SIGTERM (then terminate as before)."""
+    try:
+        directory.mkdir(exist_ok=True)
+        handle = open(directory / f"rank{rank}-{os.getpid()}.txt", "w")  # noqa: SIM115 - open for the process's life
+    except OSError:
+        return
+    faulthandler.register(signal.SIGUSR1, file=handle, all_threads=True, chain=False)
+    faulthandler.register(signal.SIGTERM, file=handle, all_threads=True, chain=True)
+
+
+def mark_ready(directory: Path, rank: int) -> None:
+    """Tell the launcher this rank got through init_process_group."""
+    try:
+        directory.mkdir(exist_ok=True)
+        (directory / f"rank{rank}").touch()
+    except OSError:
+        pass
+
+
 def load_worker(spec: str):
     """``"package.module:function"`` (function defaults to run_rank) -> the callable."""
     module_name, _, attr = spec.partition(":")
@@ -65,9 +113,10 @@ def load_worker(spec: str):
 
 #: what a rank imports on its way (imported in the agent before it forks the ranks)
 _WARM_MODULES = (
-    "attnbench.cp.base", "attnbench.cp.comm", "attnbench.cp.dispatch", "attnbench.cases", "attnbench.measure.accuracy",
+    "attnbench.cp.base", "attnbench.cp.check", "attnbench.cp.comm", "attnbench.cp.dispatch", "attnbench.cp.ring",
+    "attnbench.cases", "attnbench.inputs", "attnbench.measure.accuracy", "attnbench.measure.blocks",
     "attnbench.measure.flops", "attnbench.measure.memory", "attnbench.measure.reference", "attnbench.measure.timing",
-    "attnbench.runner.execute", "attnbench.runner.inputs", "attnbench.runner.tolerance",
+    "attnbench.tolerance",
 )
 
 
@@ -115,7 +164,7 @@ def write_atomically(path: Path, text: str) -> None:
 def _error_outcome(exc: BaseException):
     from attnbench.cp.protocol import RankOutcome
     from attnbench.results.schema import Status
-    from attnbench.runner.execute import first_line, is_out_of_memory
+    from attnbench.errors import first_line, is_out_of_memory
 
     status = Status.oom if is_out_of_memory(exc) else Status.error
     return RankOutcome(status=status, reason=f"rank 0: {first_line(exc)}", detail=traceback.format_exc()[-4000:])
@@ -128,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", default=os.environ.get(WORKER_ENV) or DEFAULT_WORKER, help="module:function")
     args = parser.parse_args(argv)
     die_with_parent()
+    arm_stack_dumps(args.outcome.parent / STACKS_DIR, int(os.environ.get("RANK", "0")))
 
     import torch
     import torch.distributed as dist
@@ -139,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = os.environ.get("OMP_NUM_THREADS", "")
     if not case.device.startswith("cuda") and threads.isdigit() and int(threads) > 0:
         torch.set_num_threads(int(threads))
-    timeout = timedelta(seconds=case.cp.timeout_seconds if case.cp else 600.0)
+    case_timeout = case.cp.timeout_seconds if case.cp else 600.0
+    timeout = timedelta(seconds=case_timeout)
     try:
         if case.device.startswith("cuda"):
             local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -147,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
             dist.init_process_group("nccl", init_method="env://", timeout=timeout, device_id=torch.device("cuda", local_rank))
         else:
             dist.init_process_group("gloo", init_method="env://", timeout=timeout)
+        from attnbench.cp import comm
+
+        comm.set_collective_timeout(collective_timeout(case_timeout))
         rank = dist.get_rank()
+        mark_ready(args.outcome.parent / READY_DIR, rank)
         run_rank = load_worker(args.worker)
         outcome = run_rank(case)
     except BaseException as exc:  # noqa: BLE001 - report, then leave at once (peers may be blocked)

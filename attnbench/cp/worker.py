@@ -1,20 +1,22 @@
 """One CP case inside one rank process: `run_rank(case)`.
 
 Called in every rank after ``torch.distributed`` is initialised (gloo on CPU, NCCL with the
-CUDA device set from LOCAL_RANK on GPUs). Every rank builds the mask, the plan and the SAME
-global seeded inputs (``make_tensors`` on the CPU), keeps its shard on its device, and:
+CUDA device set from LOCAL_RANK on GPUs). Every rank builds the mask and the plan, generates
+ONLY its own shard of q, k, v, dO (attnbench.inputs.make_shard: the values the single-process
+path has at those positions), and:
 
-1. accuracy (``case.check_accuracy``): one run with the lse, backward with the fixed global
-   grad_out when the pass needs it; out, lse, dq, dk, dv are gathered (uncounted) to rank 0,
-   put back in global order and compared with the single-process float64 reference. The
-   tolerance is ``runner.tolerance.tolerances`` times ``sqrt(W)`` (:func:`world_factor`):
-   rounding grows with the number of partial results merged, while a wrong merge or a wrong
-   slice gives errors of order one, far above it;
+1. accuracy (``case.check_accuracy``): one run with the lse, backward when the pass has one,
+   checked by the distributed reference (attnbench.cp.check: each rank its own rows against
+   every key, streamed; all rows, or the sample ``case.cp.check_rows`` the runner chose from
+   the predicted cost). Tolerance: ``attnbench.tolerance.tolerances`` times sqrt(W);
 2. communication: one counted iteration (forward, and backward when the pass has one);
-3. timing: iteration counts planned from the slowest rank's estimate (``plan_iterations``),
+3. memory kept for backward: the bytes autograd saves in one forward (saved_tensors_hooks);
+4. timing: iteration counts planned from the slowest rank's estimate (``plan_iterations``),
    a barrier before every timed iteration, per-rank ``perf_counter`` on CPU or CUDA events;
-   backward timed after an untimed forward; latency of an iteration = its slowest rank;
-4. peak memory of one iteration on every rank.
+   backward timed after an untimed forward; latency of an iteration = its slowest rank.
+   Then the same iterations with communication switched off (compute only) and with the
+   kernel switched off (communication only), for the overlap figures;
+5. peak memory of one iteration on every rank.
 
 Rank 0 returns the :class:`RankOutcome`; other ranks return None. Unsupported cases are
 decided identically on every rank (no communication). Exceptions propagate (the launcher
@@ -33,13 +35,10 @@ import torch.distributed as dist
 
 from attnbench.cases import Case, Pass
 from attnbench.cp.protocol import RankOutcome
-from attnbench.errors import Unsupported
-from attnbench.results.schema import Accuracy, CommCount, CPResult, Memory, Status, TensorAccuracy, Timing
-
-
-def world_factor(world: int) -> float:
-    """Tolerance multiplier at world size W: sqrt(W) (1 on one rank)."""
-    return math.sqrt(max(1, world))
+from attnbench.errors import Unsupported, first_line, is_out_of_memory
+from attnbench.results.schema import (
+    Accuracy, CommCount, Coverage, CPOverlap, CPResult, Memory, Status, TensorAccuracy, Timing,
+)
 
 
 def _device(case: Case) -> torch.device:
@@ -58,10 +57,11 @@ def _outcome(rank: int, **fields) -> RankOutcome | None:
     return RankOutcome(**fields) if rank == 0 else None
 
 
-def run_rank(case: Case) -> RankOutcome | None:
-    """Run ``case`` (a CP case) on this rank; rank 0 returns the outcome, others None."""
+def run_rank(case: Case, *, timed: bool = True) -> RankOutcome | None:
+    """Run ``case`` (a CP case) on this rank; rank 0 returns the outcome, others None.
+    ``timed=False`` stops after steps 1 to 3 (accuracy, bytes counted and kept: what a
+    correctness sweep needs), so the outcome has no timing or peak memory."""
     from attnbench.cp import CP_METHODS
-    from attnbench.runner.execute import first_line, is_out_of_memory
 
     rank, world = dist.get_rank(), dist.get_world_size()
     if case.cp is None:
@@ -73,7 +73,7 @@ def run_rank(case: Case) -> RankOutcome | None:
     if reason:
         return _outcome(rank, status=Status.unsupported, reason=reason)
     try:
-        return _run(case, method, rank, world)
+        return _run(case, method, rank, world, timed)
     except Unsupported as exc:
         return _outcome(rank, status=Status.unsupported, reason=str(exc))
     except Exception as exc:
@@ -82,43 +82,54 @@ def run_rank(case: Case) -> RankOutcome | None:
         raise
 
 
-def _run(case: Case, method, rank: int, world: int) -> RankOutcome | None:
+def saved_bytes(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """(fn(), bytes autograd saves for backward while running it): distinct storages, each
+    counted once at its size (views of one buffer count once)."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = max(storages.get(storage.data_ptr(), 0), storage.nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        result = fn()
+    return result, sum(storages.values())
+
+
+def _run(case: Case, method, rank: int, world: int, timed: bool) -> RankOutcome | None:
     from attnbench.cp.base import CPContext
-    from attnbench.cp.comm import Comm, CommCounter
-    from attnbench.cp.dispatch import imbalance
+    from attnbench.cp.comm import Comm, CommCounter, Switches
+    from attnbench.cp.local import LocalStep
+    from attnbench.inputs import make_shard
     from attnbench.kernels import KERNELS
     from attnbench.masks import build_mask
     from attnbench.measure.flops import attention_flops
     from attnbench.measure.memory import measure_peak_memory
-    from attnbench.runner.inputs import make_tensors
 
     s = case.shape
     mask = build_mask(case.mask.name, s.seqlen, case.mask.params)
     plan = method.plan(case, mask)  # raises Unsupported for impossible splits
     device = _device(case)
-    tensors = make_tensors(case.model_copy(update={"device": "cpu"}))
     scale = 1.0 / math.sqrt(s.head_dim)
-    positions = torch.from_numpy(plan.layout.positions(rank))
-
-    def shard(t: torch.Tensor) -> torch.Tensor:
-        return t.index_select(2, positions).to(device).contiguous()
-
-    q, k, v, grad_out = (shard(t) for t in (tensors.q, tensors.k, tensors.v, tensors.grad_out))
+    tensors = make_shard(case, plan.layout.runs[rank], device)
     needs_grad = case.pass_.needs_grad
-    leaves = [t.detach().requires_grad_(needs_grad) for t in (q, k, v)]
+    leaves = [t.detach().requires_grad_(needs_grad) for t in (tensors.q, tensors.k, tensors.v)]
+    grad_out = tensors.grad_out
     counter = CommCounter()
+    switches = Switches()
     ctx = CPContext(
         case=case, mask=mask, rank=rank, world=world, device=device, scale=scale,
-        kernel=KERNELS.get(case.kernel) if method.uses_kernel else None,
-        counter=counter, comm=Comm(counter),
+        step=LocalStep(KERNELS.get(case.kernel) if method.uses_kernel else None, scale, switches),
+        counter=counter, comm=Comm(counter, None, switches),
     )
     run = method.prepare(ctx, plan)
 
     def forward(need_lse: bool = False):
         return run.forward(*leaves, need_lse)
 
-    def backward(out):
-        return torch.autograd.grad(out, leaves, grad_out)
+    def backward(out, dout=None):
+        return torch.autograd.grad(out, leaves, grad_out if dout is None else dout)
 
     def full_pass():
         if case.pass_ is Pass.forward:
@@ -135,22 +146,14 @@ def _run(case: Case, method, rank: int, world: int) -> RankOutcome | None:
         # 1. accuracy
         if case.check_accuracy:
             counter.enabled = False
-            out, lse = forward(need_lse=True)
-            local = {"out": out.detach(), "lse": None if lse is None else lse.detach()}
-            if needs_grad:
-                local.update(zip(("dq", "dk", "dv"), backward(out)))
-            del out, lse
-            full = {name: _gather_global(t, plan.layout, device) for name, t in local.items() if t is not None}
-            del local
+            accuracy = _accuracy(case, mask, plan.layout, rank, world, tensors, leaves, forward, backward, scale, device)
             if rank == 0:
-                accuracy = _check(case, mask, tensors, full, scale, world)
                 fields["accuracy"] = accuracy
                 if not accuracy.ok:
                     bad = [n for n, t in accuracy.tensors.items() if not t.ok]
                     t = accuracy.tensors[bad[0]]
                     what = "NaN" if t.has_nan else f"relative L2 error {t.rel_l2:.3g} > tolerance {t.tolerance:.3g}"
                     status, reason = Status.invalid, f"{', '.join(bad)} wrong against the reference: {bad[0]} {what}"
-            del full
             dist.barrier()
 
         # 2. communication of one iteration
@@ -163,24 +166,38 @@ def _run(case: Case, method, rank: int, world: int) -> RankOutcome | None:
             counts["backward"] = CommCount(bytes_sent=counter.bytes["backward"], calls=counter.calls["backward"])
         counter.enabled = False
 
-        # 3. timing
-        timed = _timed_iteration(case.pass_, forward, backward, full_pass, device)
-        samples, warmup = _time(timed, case, device)
+        # 3. what one forward keeps for backward
+        kept = None
+        if needs_grad:
+            out, kept = saved_bytes(lambda: forward()[0])
+            del out
 
-        # 4. memory
-        memory = measure_peak_memory(full_pass, device=device)
+        # 4. timing: the case as it is, then compute only and communication only
+        samples, warmup, alone, memory = [], 0, {}, None
+        if timed:
+            iteration = _timed_iteration(case.pass_, forward, backward, full_pass, device)
+            samples, warmup = _time(iteration, case, device)
+            if method.separable:
+                for name, (communicate, compute) in {"compute": (False, True), "communication": (True, False)}.items():
+                    switches.communicate, switches.compute = communicate, compute
+                    alone[name], _ = _time(iteration, case, device)
+                switches.communicate = switches.compute = True
+
+            # 5. memory
+            memory = measure_peak_memory(full_pass, device=device)
 
     gathered = [None] * world
-    dist.all_gather_object(gathered, {"samples": samples, "counts": counts, "peak": memory.peak_bytes})
+    mine = {"samples": samples, "alone": alone, "counts": counts, "peak": memory and memory.peak_bytes, "kept": kept}
+    dist.all_gather_object(gathered, mine)
     if rank != 0:
         return None
+    if not timed:
+        return RankOutcome(status=status, reason=reason, **fields, cp=_cp_result(
+            method, case, plan, mask, world, gathered, counts, median=None, tflops=None))
 
-    per_iteration = np.max(np.array([g["samples"] for g in gathered]), axis=0)
-    rank_median = [float(np.median(g["samples"])) for g in gathered]
+    per_iteration = _slowest(gathered, lambda g: g["samples"])
     median = float(np.median(per_iteration))
     tflops = flops / (median * world) / 1e12 if median > 0 else None
-    area = plan.rank_area(mask)
-    expected = {p: CommCount(bytes_sent=b, calls=c) for p, (b, c) in method.expected_comm(case).items()}
     peaks = [g["peak"] for g in gathered]
     fields.update(
         timing=Timing(
@@ -191,49 +208,88 @@ def _run(case: Case, method, rank: int, world: int) -> RankOutcome | None:
         ),
         tflops=tflops,
         memory=Memory(peak_bytes=max((p for p in peaks if p is not None), default=None), method=memory.method),
-        cp=CPResult(
-            world_size=world,
-            backend=str(dist.get_backend()),
-            rank_median_s=rank_median,
-            mean_s=float(np.mean(rank_median)),
-            imbalance=imbalance(rank_median),
-            rank_area=area,
-            area_imbalance=imbalance(area),
-            comm={p: [g["counts"][p] for g in gathered] for p in counts},
-            comm_expected=expected,
-            per_gpu_tflops=tflops,
-            rank_peak_bytes=peaks,
-        ),
+        cp=_cp_result(method, case, plan, mask, world, gathered, counts, median=median, tflops=tflops),
     )
     return RankOutcome(status=status, reason=reason, **fields)
 
 
-def _gather_global(t: torch.Tensor, layout, device: torch.device) -> torch.Tensor | None:
-    """Every rank's shard (sequence dim 2) back in global order; rank 0 gets it, others None."""
-    t = t.contiguous()
-    parts = [torch.empty_like(t) for _ in range(layout.world)]
-    dist.all_gather(parts, t)
-    if dist.get_rank() != 0:
+def _cp_result(method, case, plan, mask, world, gathered, counts, *, median, tflops) -> CPResult:
+    """The record's ``cp`` block from every rank's figures (rank 0)."""
+    from attnbench.cp.dispatch import imbalance
+
+    rank_median = [float(np.median(g["samples"])) if g["samples"] else 0.0 for g in gathered]
+    area = plan.rank_area(mask)
+    expected = {p: CommCount(bytes_sent=b, calls=c) for p, (b, c) in method.expected_comm(case).items()}
+    return CPResult(
+        world_size=world,
+        backend=str(dist.get_backend()),
+        rank_median_s=rank_median,
+        mean_s=float(np.mean(rank_median)),
+        imbalance=imbalance(rank_median),
+        rank_area=area,
+        area_imbalance=imbalance(area),
+        comm={p: [g["counts"][p] for g in gathered] for p in counts} if method.counts_comm else {},
+        comm_expected=expected,
+        comm_counted=method.counts_comm,
+        per_gpu_tflops=tflops,
+        rank_peak_bytes=[g["peak"] for g in gathered],
+        rank_saved_bytes=[g["kept"] for g in gathered],
+        plan=plan.describe(),
+        overlap=_overlap(median, gathered) if median is not None and gathered[0]["alone"] else None,
+    )
+
+
+def _slowest(gathered: list[dict], samples_of) -> np.ndarray:
+    """Per iteration, the slowest rank's time (ranks agree on the iteration count)."""
+    return np.max(np.array([samples_of(g) for g in gathered]), axis=0)
+
+
+def _overlap(total_s: float, gathered: list[dict]) -> CPOverlap:
+    """The overlap figures; no efficiency when the case sends nothing (W = 1: its
+    "communication only" time is the iteration's bookkeeping, nothing to hide)."""
+    compute = _slowest(gathered, lambda g: g["alone"]["compute"])
+    communication = _slowest(gathered, lambda g: g["alone"]["communication"])
+    compute_s, comm_s = float(np.median(compute)), float(np.median(communication))
+    exposed = total_s - compute_s
+    sends = any(c.bytes_sent for g in gathered for c in g["counts"].values())
+    efficiency = None if comm_s <= 0 or not sends else min(1.0, max(0.0, 1.0 - exposed / comm_s))
+    return CPOverlap(compute_s=compute_s, communication_s=comm_s, exposed_s=exposed, efficiency=efficiency,
+                     compute_samples_s=[float(x) for x in compute],
+                     communication_samples_s=[float(x) for x in communication])
+
+
+def _accuracy(case, mask, layout, rank, world, tensors, leaves, forward, backward, scale, device) -> Accuracy | None:
+    """Run the method once with the lse (and backward), check it with the distributed reference;
+    every rank takes part, rank 0 gets the Accuracy."""
+    from attnbench.cp import check
+    from attnbench.tolerance import tolerances
+
+    local = layout.shard
+    rows = check.sample_rows(local, case.cp.check_rows, case.seed, rank)
+    needs_grad = case.pass_.needs_grad
+    dout = None
+    if needs_grad:
+        dout = tensors.grad_out
+        if len(rows) < local:  # the loss sees the checked rows only
+            keep = torch.zeros(local, dtype=dout.dtype, device=device)
+            keep[torch.from_numpy(rows).to(device)] = 1
+            dout = dout * keep.view(1, 1, -1, 1)
+    out, lse = forward(need_lse=True)
+    actual = {"out": out.detach(), "lse": None if lse is None else lse.detach()}
+    if needs_grad:
+        actual.update(zip(("dq", "dk", "dv"), backward(out, dout)))
+    del out, lse
+    shards = check.Shards(q=tensors.q, k=tensors.k, v=tensors.v, grad_out=dout, actual=actual)
+    reference = check.reference_of_rows(mask, layout, rank, rows, shards, scale, needs_grad)
+    sums = check.reduce_errors(check.local_errors(reference, shards, rows), device)
+    del reference, shards, actual
+    if rank != 0:
         return None
-    dispatched = torch.cat([p.cpu() for p in parts], dim=2)
-    order = torch.from_numpy(layout.permutation())
-    out = torch.empty_like(dispatched)
-    out.index_copy_(2, order, dispatched)
-    return out
-
-
-def _check(case: Case, mask, tensors, full: dict, scale: float, world: int) -> Accuracy:
-    from attnbench.measure.accuracy import compare_to_reference
-    from attnbench.measure.reference import reference_attention
-    from attnbench.runner.tolerance import tolerances
-
-    grad_out = tensors.grad_out if case.pass_.needs_grad else None
-    reference = reference_attention(tensors.q, tensors.k, tensors.v, mask, grad_out=grad_out, scale=scale)
-    errors = compare_to_reference(full, reference)
     limits = tolerances(case.device, case.dtype, case.shape.head_dim)
-    factor = world_factor(world)
+    factor = check.tolerance_factor(world)
     report = {}
-    for name, err in errors.items():
+    for name, total in sums.items():
+        err = total.finish()
         tol = limits.get(name)
         tol = None if tol is None else tol * factor
         ok = not err.has_nan and math.isfinite(err.rel_l2) and (tol is None or err.rel_l2 <= tol)
@@ -242,9 +298,11 @@ def _check(case: Case, mask, tensors, full: dict, scale: float, world: int) -> A
             rel_l2=err.rel_l2 if math.isfinite(err.rel_l2) else None,
             tolerance=tol, has_nan=err.has_nan, ok=ok,
         )
+    where = "float32 on each rank's GPU" if device.type == "cuda" else "float64 on each rank's CPU"
     return Accuracy(
-        reference=f"float64 cpu, single process; tolerance x sqrt(W) = {factor:.3g}",
+        reference=f"{where}, distributed (K/V shards streamed); tolerance x sqrt(W) = {factor:.3g}",
         tensors=report, ok=all(t.ok for t in report.values()),
+        coverage=Coverage(**check.coverage(case, len(rows))),
     )
 
 

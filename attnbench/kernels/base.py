@@ -92,6 +92,35 @@ class Kernel(DeclaredSupport):
         a row with no allowed key has out 0, lse -inf and zero gradients."""
         raise NotImplementedError(f"kernel {self.name!r} has no local step for context parallelism")
 
+    #: whether :meth:`attend_slices_backward` is the kernel's own backward step (True) or the
+    #: generic fallback that recomputes the step's forward under autograd (False)
+    has_slice_backward: ClassVar[bool] = False
+
+    def attend_slices_backward(self, q, k, v, out, lse, dout, local, scale):
+        """(dq, dk, dv), float32, of one ring step (FlashAttention-2's ring backward): ``q`` the
+        rank's queries, ``k``, ``v`` the step's chunk, ``out`` and ``lse`` the MERGED result of
+        the rows over every step, ``dout`` its gradient. The step's probabilities are
+        ``exp(scores - lse)`` (merged lse), and ``delta = rowsum(dout * out)``.
+
+        This generic version recomputes the step's (out_t, lse_t) under autograd and feeds it
+        the gradients the lse merge gives it: ``w = exp(lse_t - lse)``, ``d out_t = w dout``,
+        ``d lse_t = w (rowsum(dout * out_t) - rowsum(dout * out))``; so it needs an
+        ``attend_slices`` whose lse gradient is honoured. Kernels with a backward step of
+        their own override it (and set ``has_slice_backward``)."""
+        import torch
+
+        with torch.enable_grad():
+            qq, kk, vv = (t.detach().requires_grad_(True) for t in (q, k, v))
+            o_t, lse_t = self.attend_slices(qq, kk, vv, local, scale)
+            lse_t32, lse32 = lse_t.float(), lse.float()
+            reached = torch.isfinite(lse_t32) & torch.isfinite(lse32)
+            w = torch.where(reached, torch.exp(torch.where(reached, lse_t32 - lse32, 0.0)), 0.0)
+            do = dout.float()
+            d_out = (do * w.unsqueeze(-1)).to(o_t.dtype)
+            d_lse = w * ((do * o_t.detach().float()).sum(-1) - (do * out.float()).sum(-1))
+            grads = torch.autograd.grad((o_t, lse_t), (qq, kk, vv), (d_out, d_lse.to(lse_t.dtype)), allow_unused=True)
+        return tuple(torch.zeros_like(t, dtype=torch.float32) if g is None else g.float() for g, t in zip(grads, (q, k, v)))
+
     # -- prediction ---------------------------------------------------------------
     def work_area(self, mask: "Mask") -> float:
         """Pairs the kernel computes per head: the whole square for dense kernels."""

@@ -8,6 +8,7 @@ Modules:
     flops        attention_flops, tflops_per_second (masks.md convention)
     device       calibrate_device (matmul rate, peak TFLOPs/s), device_name
     environment  capture_environment, nvml_snapshot
+    predict      predict, skip_reason: a case's time and memory before it runs
 
 Nothing here imports attnbench.kernels, attnbench.runner or attnbench.cli.
 """

@@ -34,8 +34,31 @@ class TensorError:
         return {"max_abs": _json_float(self.max_abs), "rel_l2": _json_float(self.rel_l2), "has_nan": bool(self.has_nan)}
 
 
-def tensor_error(actual: torch.Tensor, expected: torch.Tensor) -> TensorError:
-    """Error of ``actual`` against ``expected``, computed in ``expected``'s dtype and on its device."""
+@dataclass
+class ErrorSums:
+    """What :func:`tensor_error` needs, as sums that add up over disjoint parts of a tensor
+    (so ranks holding shards can reduce them): squared error, squared reference norm (finite
+    entries), largest absolute error, and whether a NaN appeared in the difference or a
+    non-finite value where the reference has none."""
+
+    sq_err: float = 0.0
+    sq_ref: float = 0.0
+    max_abs: float = 0.0
+    nan_diff: bool = False
+    has_nan: bool = False
+
+    def add(self, other: "ErrorSums") -> "ErrorSums":
+        return ErrorSums(self.sq_err + other.sq_err, self.sq_ref + other.sq_ref, max(self.max_abs, other.max_abs),
+                         self.nan_diff or other.nan_diff, self.has_nan or other.has_nan)
+
+    def finish(self, tiny: float = torch.finfo(torch.float64).tiny) -> TensorError:
+        max_abs = float("nan") if self.nan_diff else self.max_abs
+        err = float("nan") if self.nan_diff else math.sqrt(self.sq_err)
+        return TensorError(max_abs=max_abs, rel_l2=err / max(math.sqrt(self.sq_ref), tiny), has_nan=self.has_nan)
+
+
+def error_sums(actual: torch.Tensor, expected: torch.Tensor) -> ErrorSums:
+    """The error sums of ``actual`` against ``expected``, in ``expected``'s dtype and device."""
     if tuple(actual.shape) != tuple(expected.shape):
         raise ValueError(f"shape mismatch: actual {tuple(actual.shape)} vs expected {tuple(expected.shape)}")
     with torch.no_grad():
@@ -44,17 +67,22 @@ def tensor_error(actual: torch.Tensor, expected: torch.Tensor) -> TensorError:
             e = e.to(torch.float64)
         a = actual.detach().to(device=e.device, dtype=e.dtype)
         if a.numel() == 0:
-            return TensorError(max_abs=0.0, rel_l2=0.0, has_nan=False)
+            return ErrorSums()
         same = a == e  # also True for equal infinities
         has_nan = bool((~torch.isfinite(a) & ~same).any())
         diff = torch.where(same, torch.zeros((), dtype=e.dtype, device=e.device), a - e)
-        max_abs = float("nan") if bool(torch.isnan(diff).any()) else float(diff.abs().max())
-        err_norm = float(torch.linalg.vector_norm(diff))
+        nan_diff = bool(torch.isnan(diff).any())
+        max_abs = 0.0 if nan_diff else float(diff.abs().max())
         e_finite = torch.where(torch.isfinite(e), e, torch.zeros((), dtype=e.dtype, device=e.device))
-        ref_norm = float(torch.linalg.vector_norm(e_finite))
-        tiny = torch.finfo(e.dtype).tiny
-        rel_l2 = err_norm / max(ref_norm, tiny)
-    return TensorError(max_abs=max_abs, rel_l2=rel_l2, has_nan=has_nan)
+        sq_err = float(torch.linalg.vector_norm(diff)) ** 2
+        sq_ref = float(torch.linalg.vector_norm(e_finite)) ** 2
+    return ErrorSums(sq_err=sq_err, sq_ref=sq_ref, max_abs=max_abs, nan_diff=nan_diff, has_nan=has_nan)
+
+
+def tensor_error(actual: torch.Tensor, expected: torch.Tensor) -> TensorError:
+    """Error of ``actual`` against ``expected``, computed in ``expected``'s dtype and on its device."""
+    e = expected if expected.is_floating_point() else expected.to(torch.float64)
+    return error_sums(actual, expected).finish(torch.finfo(e.dtype).tiny)
 
 
 def compare_to_reference(actual: dict[str, torch.Tensor | None], ref: Reference) -> dict[str, TensorError]:

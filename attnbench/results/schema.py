@@ -7,7 +7,7 @@ Bump SCHEMA_VERSION on any incompatible change; readers refuse other versions by
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,6 +58,15 @@ class TensorAccuracy(BaseModel):
     ok: bool = True
 
 
+class Coverage(BaseModel):
+    """What an accuracy check covered: every query row, or a deterministic sample of them."""
+
+    mode: Literal["full", "sampled"]
+    query_rows: int  # rows checked (out, lse); with a backward, the loss's rows
+    of_rows: int
+    reason: Optional[str] = None
+
+
 class Accuracy(BaseModel):
     reference: str  # e.g. "float64 cpu, query chunks"
     tensors: dict[str, TensorAccuracy]  # the first call
@@ -65,6 +74,7 @@ class Accuracy(BaseModel):
     # the outputs of one timed call, picked at random (0-based index among the timed calls)
     timed_call: Optional[dict[str, TensorAccuracy]] = None
     timed_call_index: Optional[int] = None
+    coverage: Optional[Coverage] = None  # CP cases; None: every row (single-process references)
 
 
 class Prediction(BaseModel):
@@ -77,6 +87,21 @@ class Prediction(BaseModel):
 class CommCount(BaseModel):
     bytes_sent: int
     calls: int
+
+
+class CPOverlap(BaseModel):
+    """The same iterations timed with communication skipped (compute only) and with the
+    kernel skipped (communication only); medians over iterations of the slowest rank.
+    ``exposed_s`` = total median - compute median (what communication adds; noise can make it
+    slightly negative); ``efficiency`` = 1 - exposed / communication, clamped to [0, 1]: the
+    share of the communication hidden behind compute."""
+
+    compute_s: float
+    communication_s: float
+    exposed_s: float
+    efficiency: Optional[float] = None  # None when the case sends nothing (W = 1): nothing to hide
+    compute_samples_s: list[float] = Field(default_factory=list)
+    communication_samples_s: list[float] = Field(default_factory=list)
 
 
 class CPResult(BaseModel):
@@ -93,6 +118,14 @@ class CPResult(BaseModel):
     comm_expected: dict[str, CommCount]  # pass -> per rank, analytic for the method
     per_gpu_tflops: Optional[float] = None  # total FLOPs / (slowest time x world size)
     rank_peak_bytes: list[Optional[int]] = Field(default_factory=list)
+    #: per rank: bytes autograd keeps for backward after the forward (distinct storages), or
+    #: None when the pass has no backward
+    rank_saved_bytes: list[Optional[int]] = Field(default_factory=list)
+    #: False: the method's own collectives are not seen by attnbench (comm then empty: unknown)
+    comm_counted: bool = True
+    #: the resolved split: dispatch, ulysses_degree, ring sizes (defaults applied)
+    plan: dict[str, Any] = Field(default_factory=dict)
+    overlap: Optional[CPOverlap] = None
 
 
 class Record(BaseModel):

@@ -4,7 +4,8 @@ Cells hold TFLOPs/s; a case that did not produce a trustworthy number shows its 
 as a word (OOM, unsupported, invalid, ...), never a sentinel number.
 
 Context-parallel records (``case.cp``) get their own tables: per (mask, pass) world-size
-rows and method columns of per-GPU TFLOPs/s, then imbalance and communication tables.
+rows and method columns of per-GPU TFLOPs/s, then imbalance, communication and overlap
+(exposed communication, share hidden behind compute) tables.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def records_frame(records: list[Record]) -> pd.DataFrame:
 
 CP_COLUMNS = (
     "cp_method", "world_size", "scaling", "backend", "per_gpu_tflops", "time_imbalance", "area_imbalance",
-    "comm_bytes", "comm_calls", "comm_expected_bytes", "comm_expected_calls",
+    "comm_bytes", "comm_calls", "comm_expected_bytes", "comm_expected_calls", "comm_counted",
+    "compute_ms", "communication_ms", "exposed_comm_ms", "overlap_efficiency",
 )
 
 
@@ -94,7 +96,12 @@ def _cp_columns(r: Record) -> dict:
         comm_calls=max((c for _, c in counted), default=None),
         comm_expected_bytes=expected[0][0] if expected else None,
         comm_expected_calls=expected[0][1] if expected else None,
+        comm_counted=res.comm_counted,
     )
+    if res.overlap is not None:
+        o = res.overlap
+        out.update(compute_ms=o.compute_s * 1e3, communication_ms=o.communication_s * 1e3,
+                   exposed_comm_ms=o.exposed_s * 1e3, overlap_efficiency=o.efficiency)
     return out
 
 
@@ -265,8 +272,14 @@ def _balance_cell(row) -> str:
     return text if row["status"] == "ok" else f"{text} ({STATUS_WORDS[Status(row['status'])]})"
 
 
+def _missing(x) -> bool:
+    return x is None or x != x
+
+
 def _comm_cell(row) -> str:
     b, c = row["comm_bytes"], row["comm_calls"]
+    if row["status"] == "ok" and row["comm_counted"] is False:
+        return "not counted (the method's own collectives)"
     if b is None or b != b:
         return cell(row["status"], None) if row["status"] != "ok" else "n/a"
     text = f"{_mib(b)}, {int(c)} calls"
@@ -309,8 +322,23 @@ def cp_comm_tables(frame: pd.DataFrame) -> list[Table]:
     return _cp_grid_tables(frame, "CP communication per rank (largest rank; counted vs analytic)", _comm_cell)
 
 
+def _overlap_cell(row) -> str:
+    exposed, share = row["exposed_comm_ms"], row["overlap_efficiency"]
+    if _missing(exposed):
+        return cell(row["status"], None) if row["status"] != "ok" else "n/a"
+    hidden = "nothing to hide" if _missing(share) else f"{share:.0%} hidden"
+    text = f"{exposed:.3g} ms exposed, {hidden}"
+    return text if row["status"] == "ok" else f"{text} ({STATUS_WORDS[Status(row['status'])]})"
+
+
+def cp_overlap_tables(frame: pd.DataFrame) -> list[Table]:
+    """Per pass: (mask, world size) x method, cells: exposed communication (total - compute
+    only) and the share of the communication-only time hidden behind compute."""
+    return _cp_grid_tables(frame, "CP overlap: communication exposed (total - compute only), share hidden", _overlap_cell)
+
+
 def cp_tables(frame: pd.DataFrame) -> list[Table]:
-    return cp_performance_tables(frame) + cp_balance_tables(frame) + cp_comm_tables(frame)
+    return cp_performance_tables(frame) + cp_balance_tables(frame) + cp_comm_tables(frame) + cp_overlap_tables(frame)
 
 
 def to_markdown(table: Table) -> str:

@@ -17,13 +17,13 @@ from typing import Any, Callable
 import torch
 
 from attnbench.cases import Case, Pass
-from attnbench.errors import MaskTooLarge, Unsupported, UserError
+from attnbench.errors import MaskTooLarge, Unsupported, UserError, first_line, is_out_of_memory  # noqa: F401 (re-exported)
+from attnbench.inputs import CaseTensors, make_tensors
+from attnbench.measure.integrity import changed, fingerprints
+from attnbench.measure.predict import predict, skip_reason
 from attnbench.results.schema import Accuracy, Memory, Prediction, Record, Status, TensorAccuracy, Timing
 from attnbench.results.store import utc_now
-from attnbench.measure.integrity import changed, fingerprints
-from attnbench.runner.inputs import CaseTensors, make_tensors
-from attnbench.runner.predict import predict, skip_reason
-from attnbench.runner.tolerance import tolerances
+from attnbench.tolerance import tolerances
 
 
 @dataclass
@@ -95,20 +95,6 @@ class CaseContext:
 
 def _named(tensors: CaseTensors) -> dict[str, torch.Tensor]:
     return {"q": tensors.q, "k": tensors.k, "v": tensors.v, "grad_out": tensors.grad_out}
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return True
-    text = str(exc).lower()
-    return "out of memory" in text or "can't allocate memory" in text or "failed to allocate" in text
-
-
-def first_line(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).strip().splitlines()
-    message = text[0] if text else ""
-    line = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def execute_case(case: Case, ctx: CaseContext) -> Record:

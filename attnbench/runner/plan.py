@@ -23,7 +23,7 @@ def plan_case(case: Case, matmul_tflops: dict[str, float], cp_launch=None) -> Pl
     from attnbench.kernels import KERNELS
     from attnbench.masks import MASKS, build_mask
     from attnbench.measure.memory import available_memory_bytes
-    from attnbench.runner.predict import predict, skip_reason
+    from attnbench.measure.predict import predict, skip_reason
 
     kernel = KERNELS.get(case.kernel)
     why_not = kernel.unsupported_reason(case)
@@ -41,15 +41,18 @@ def plan_case(case: Case, matmul_tflops: dict[str, float], cp_launch=None) -> Pl
 
 def plan_cp_case(case: Case, matmul_tflops: dict[str, float], cp_launch=None) -> PlannedCase:
     """A CP case: the method's support check, then placement (GPUs per node), then time."""
-    from attnbench.cp.execute import method_problem, predict_cp
+    from attnbench.cp.execute import method_problem, predict_cp, with_check_rows, with_placement
     from attnbench.cp.launch import LaunchOptions, placement_problem
 
+    options = cp_launch or LaunchOptions()
+    case = with_placement(case, options)
     why_not = method_problem(case)
     if why_not:
         return PlannedCase(case, "unsupported", why_not, None)
-    skip = placement_problem(case, cp_launch or LaunchOptions())
+    skip = placement_problem(case, options)
     if skip:
         return PlannedCase(case, "skipped", skip, None)
+    case = with_check_rows(case, matmul_tflops)  # the case says whether its check is sampled
     return PlannedCase(case, "run", None, predict_cp(case, matmul_tflops))
 
 

@@ -52,10 +52,13 @@ def run_suite(
     timeout: float | None = None,
     resume: Path | None = None,
     threads: int | None = None,
-) -> Path:
+) -> Path | None:
     """Run `suite` into `out_root/<run-id>/` (or continue the run at `resume`).
 
     `cp_launch` (attnbench.cp.launch.LaunchOptions) says how CP cases start their ranks.
+    On several nodes, node 0 runs and records as below and tells the other nodes which cases
+    to take part in (attnbench.cp.nodes); any other node follows it, writes nothing and
+    returns None (its `resume` is node 0's business).
     With `isolate` (the default) kernel cases run in a worker process (runner.worker);
     `timeout` overrides every case's `budget.timeout_seconds`. Ctrl-C finishes the current
     case, writes the run's end state and tables, then raises KeyboardInterrupt.
@@ -63,11 +66,15 @@ def run_suite(
     """
     from attnbench.measure.threads import choose_threads, pinned_threads
 
+    events = events or RunEvents()
     cases = list(suite.cases)
     devices = sorted({case.device for case in cases}) or ["cpu"]
     choice = choose_threads(threads, devices[0])
     with pinned_threads(choice.count):  # the worker pins the same count
-        return _run_pinned(suite, cases, devices, Path(out_root), events or RunEvents(), cp_launch=cp_launch,
+        if cp_launch is not None and cp_launch.multi_node and cp_launch.node_rank != 0:
+            _follow(suite, cp_launch, events)
+            return None
+        return _run_pinned(suite, cases, devices, Path(out_root), events, cp_launch=cp_launch,
                            isolate=isolate, timeout=timeout, resume=resume, threads=choice)
 
 
@@ -95,8 +102,14 @@ def _run_pinned(suite, cases: list, devices: list[str], out_root: Path, events: 
         cp_launch=cp_launch,
     )
     workers = _Workers(writer, ctx, devices[0], events, threads.count) if isolate else None
-    if not isolate or not any(case.cp is None for case in cases):
+    leader = None
+    if not isolate or not any(case.cp is None for case in cases) or (cp_launch is not None and cp_launch.multi_node):
         _calibrate_here(writer, ctx, devices[0])
+    if cp_launch is not None and cp_launch.multi_node:
+        from attnbench.cp import nodes
+
+        leader = nodes.Leader(cp_launch)
+        leader.publish(nodes.RunPlan(run_id, [case.key_id() for case in cases], dict(ctx.matmul_tflops)))
     if events.on_start:
         events.on_start(writer.info, len(cases))
     state = "failed"
@@ -127,6 +140,30 @@ def _run_pinned(suite, cases: list, devices: list[str], out_root: Path, events: 
 
         write_tables(writer.dir)
     return writer.dir
+
+
+def _follow(suite, cp_launch, events: RunEvents) -> None:
+    """A node other than 0: take part in the CP cases node 0 announces, in its order."""
+    from attnbench.cp import nodes
+
+    plan = nodes.follow(cp_launch)
+    by_id = {case.key_id(): case for case in suite.cases}
+    unknown = [case_id for case_id in plan.case_ids if case_id not in by_id]
+    if unknown:
+        raise UserError(
+            f"node {cp_launch.node_rank}: node 0 runs {len(unknown)} case(s) this suite does not have "
+            "(every node must run the same suite, profile and filters)"
+        )
+    cases = [by_id[case_id] for case_id in plan.case_ids if by_id[case_id].cp is not None]
+    ctx = CaseContext(run_id=plan.run_id, matmul_tflops=plan.matmul_tflops, cp_launch=cp_launch)
+    if events.on_start:
+        events.on_start(None, len(cases))
+    for index, case in enumerate(cases):
+        if events.on_case_start:
+            events.on_case_start(index, case)
+        record = execute_cp_case(case, ctx)  # this node's view of the case; node 0 records it
+        if events.on_record:
+            events.on_record(index, record)
 
 
 def _calibrate_here(writer: RunWriter, ctx: CaseContext, device: str) -> None:

@@ -1,6 +1,11 @@
 """`ring_allgather`: the Llama-3 recipe. One all-gather of K and V, local attention of the
 rank's (balanced) query chunks against the whole sequence; backward reduce-scatters dK, dV.
 
+By design every rank holds the WHOLE sequence's K and V (O(S) memory per rank, kept for
+backward) and computes its step with it in one kernel call: no overlap of the all-gather
+with compute. That is the recipe's trade (one collective, simple kernels), and what sets it
+apart from the rings, whose memory per rank stays O(S / W).
+
 The gathered keys are in dispatched (rank-major) order, so the local mask is the union over
 source ranks of (rank's queries x source's keys), each placed at the source's offset.
 """
@@ -12,7 +17,6 @@ import torch
 from attnbench.cp import analytic, register_cp_method
 from attnbench.cp.base import CPMethod, CPRun
 from attnbench.cp.comm import all_gather
-from attnbench.cp.local import attend
 from attnbench.cp.slices import LocalMask, local_slices
 from attnbench.masks.slices import SliceTable
 
@@ -31,7 +35,7 @@ def gathered_mask(table, q_runs, all_runs) -> LocalMask:
 @register_cp_method("ring_allgather")
 class RingAllGather(CPMethod):
     name = "ring_allgather"
-    description = "all-gather K, V; local attention of the rank's queries; reduce-scatter dK, dV (Llama 3)"
+    description = "all-gather K, V (O(S) KV per rank by design); local attention of the rank's queries; reduce-scatter dK, dV (Llama 3)"
     params = {"dispatch": "token split: auto, contiguous, zigzag or documents (default auto)"}
 
     def prepare(self, ctx, plan):
@@ -39,7 +43,7 @@ class RingAllGather(CPMethod):
 
         def forward(q, k, v, need_lse):
             kv = all_gather(torch.stack([k, v]), ctx.comm, dim=3)
-            out, lse = attend(q, kv[0], kv[1], local, ctx.scale, ctx.kernel)
+            out, lse = ctx.step.attend(q, kv[0], kv[1], local)
             return out, lse if need_lse else None
 
         return CPRun(forward)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from attnbench.cp import analytic, register_cp_method
 from attnbench.cp.base import CPMethod, CPRun, Plan, kv_repeat, ulysses_check, world_of
 from attnbench.cp.dispatch import contiguous
-from attnbench.cp.local import attend
 from attnbench.cp.patterns import ulysses_comm, ulysses_in, ulysses_lse, ulysses_out
 from attnbench.cp.slices import LocalMask
 
@@ -26,7 +25,7 @@ class Ulysses(CPMethod):
     def plan(self, case, mask):
         ring = contiguous(mask.seqlen, 1)
         W = world_of(case)
-        return Plan(layout=contiguous(mask.seqlen, W), ring=ring, ulysses=W)
+        return Plan(layout=contiguous(mask.seqlen, W), ring=ring, ulysses=W, rings=())
 
     def prepare(self, ctx, plan):
         comm = ulysses_comm(ctx, ctx.world)
@@ -36,7 +35,7 @@ class Ulysses(CPMethod):
 
         def forward(q, k, v, need_lse):
             qh, kh, vh = ulysses_in(q, k, v, comm, rep)
-            out, lse = attend(qh, kh, vh, local, ctx.scale, ctx.kernel)
+            out, lse = ctx.step.attend(qh, kh, vh, local)
             return ulysses_out(out, comm), ulysses_lse(lse, comm) if need_lse else None
 
         return CPRun(forward)

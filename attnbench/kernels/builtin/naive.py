@@ -44,6 +44,29 @@ class NaiveKernel(Kernel):
         groups = q.shape[1] // k.shape[1]
         return AttnOutput(*_MaskedAttention.apply(q, repeat_kv(k, groups), repeat_kv(v, groups), allowed, scale))
 
+    has_slice_backward = True
+
+    def attend_slices_backward(self, q, k, v, out, lse, dout, local, scale):
+        """The ring step's backward in float32 from the merged lse (no autograd, no recompute
+        of the step's own lse): P = exp(S - lse), dS = P (dO V^T - rowsum(dO O))."""
+        allowed = local.dense(q.device)
+        B, Hq, Lq, D = q.shape
+        Hkv, Lk = k.shape[1], k.shape[2]
+        g = Hq // Hkv
+        qg = q.float().reshape(B, Hkv, g, Lq, D)
+        kf, vf = k.float().unsqueeze(2), v.float().unsqueeze(2)  # [B, Hkv, 1, Lk, D]
+        lse_g = lse.float().reshape(B, Hkv, g, Lq, 1)
+        lse_g = torch.where(torch.isfinite(lse_g), lse_g, torch.zeros_like(lse_g))
+        scores = torch.matmul(qg, kf.transpose(-2, -1)).mul_(scale)
+        p = scores.sub_(lse_g).masked_fill_(~allowed, float("-inf")).exp_()
+        do = dout.float().reshape(B, Hkv, g, Lq, D)
+        delta = (do * out.float().reshape(B, Hkv, g, Lq, D)).sum(-1, keepdim=True)
+        dv = torch.matmul(p.transpose(-2, -1), do).sum(2)
+        ds = p.mul_(torch.matmul(do, vf.transpose(-2, -1)).sub_(delta))
+        dq = torch.matmul(ds, kf).mul_(scale).reshape(B, Hq, Lq, D)
+        dk = torch.matmul(ds.transpose(-2, -1), qg).sum(2).mul_(scale)
+        return dq, dk, dv
+
 
 class _MaskedAttention(torch.autograd.Function):
     """Masked attention returning (out, lse) with an analytic backward (float32 math).

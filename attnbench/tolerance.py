@@ -23,7 +23,7 @@ def tolerances(device: str, dtype: str, head_dim: int) -> dict[str, float]:
     from attnbench.masks import build_mask
     from attnbench.measure.accuracy import compare_to_reference
     from attnbench.measure.reference import reference_attention
-    from attnbench.runner.inputs import make_tensors
+    from attnbench.inputs import make_tensors
 
     import torch
 
