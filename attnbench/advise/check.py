@@ -1,0 +1,158 @@
+"""`attnbench advise --check RUN`: predict every measured case of a CP run, compare.
+
+Every ok CP record with a timing is predicted as it ran (method, parameters, mask, shape,
+world size, ranks per node, the pass it timed), with the compute figures and network
+profile given; predicted vs measured median per case, and the summary:
+
+- the median absolute relative error of the case time, ``|predicted / measured - 1|``;
+- per (mask, world size) group, whether the predicted fastest method (parameters included)
+  is the measured fastest, on the sum of the passes measured for all of the group's methods
+  (forward + backward: one training step's attention); the same per pass;
+- beside each group the measured margin between its two fastest methods: where it is
+  inside the measurement's noise (W = 1, where every method is the same local call) no
+  model can call the winner, and the table shows it.
+
+Records the model cannot predict (torch_cp: its collectives run inside DTensor) are listed
+with the reason, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from attnbench.advise.candidates import label
+from attnbench.advise.predict import Predictor
+
+
+@dataclass
+class CheckRow:
+    label: str  # method and parameters as the suite gave them
+    mask: str
+    world_size: int
+    pass_: str
+    measured_s: float
+    measured_p20_s: float
+    measured_p80_s: float
+    predicted_s: float
+    measured_alone: Optional[dict] = None  # compute_s / communication_s, as the worker measured them
+    predicted_alone: Optional[dict] = None
+
+    @property
+    def error(self) -> float:
+        return self.predicted_s / self.measured_s - 1.0
+
+
+@dataclass
+class GroupResult:
+    mask: str
+    world_size: int
+    pass_: Optional[str]  # None: the sum of the passes
+    measured_best: str
+    predicted_best: str
+    margin: float  # measured second-fastest / fastest - 1
+    methods: int
+
+    @property
+    def agree(self) -> bool:
+        return self.measured_best == self.predicted_best
+
+
+@dataclass
+class CheckReport:
+    run_id: str
+    compute_source: str
+    network_source: str
+    rows: list[CheckRow]
+    groups: list[GroupResult]  # per (mask, world size), passes summed
+    pass_groups: list[GroupResult]  # per (mask, world size, pass)
+    not_predicted: list[tuple[str, str]] = field(default_factory=list)  # (case label, why)
+
+    @property
+    def median_abs_error(self) -> Optional[float]:
+        return float(np.median([abs(r.error) for r in self.rows])) if self.rows else None
+
+    @staticmethod
+    def agreement(groups: list[GroupResult]) -> Optional[float]:
+        return sum(g.agree for g in groups) / len(groups) if groups else None
+
+
+def check_run(run, predictor_for) -> CheckReport:
+    """``predictor_for(world_size, ranks_per_node)`` gives the Predictor of a case's cluster."""
+    from attnbench.cp import CP_METHODS
+    from attnbench.masks import build_mask
+
+    masks: dict = {}
+    rows: list[CheckRow] = []
+    skipped: list[tuple[str, str]] = []
+    for record in run.records:
+        case = record.case
+        if case.cp is None or record.status.value != "ok" or record.timing is None:
+            continue
+        key = (case.mask.name, tuple(sorted(case.mask.params.items())), case.shape.seqlen)
+        if key not in masks:
+            masks[key] = build_mask(case.mask.name, case.shape.seqlen, case.mask.params)
+        method = CP_METHODS.get(case.cp.method)
+        W = case.cp.world_size
+        predictor = predictor_for(W, case.cp.ranks_per_node or W)
+        try:
+            prediction = predictor.predict(case, masks[key], method, alone=True)
+        except NotImplementedError as exc:
+            skipped.append((case.label(), str(exc)))
+            continue
+        measured_alone = None
+        if record.cp and record.cp.overlap:
+            measured_alone = {"compute_s": record.cp.overlap.compute_s, "communication_s": record.cp.overlap.communication_s}
+        predicted_alone = {k: sum(a[k] for a in prediction.alone.values()) for k in ("compute_s", "communication_s")}
+        rows.append(CheckRow(
+            label=label(case.cp.method, dict(case.cp.params)), mask=case.mask.label(), world_size=W,
+            pass_=case.pass_.value, measured_s=record.timing.median_s, measured_p20_s=record.timing.p20_s,
+            measured_p80_s=record.timing.p80_s, predicted_s=prediction.seconds,
+            measured_alone=measured_alone, predicted_alone=predicted_alone,
+        ))
+    return CheckReport(run_id=run.info.run_id, compute_source=predictor_for(1, 1).compute.source,
+                       network_source=predictor_for(1, 1).network.name, rows=rows,
+                       groups=_groups(rows, by_pass=False), pass_groups=_groups(rows, by_pass=True),
+                       not_predicted=skipped)
+
+
+def _groups(rows: list[CheckRow], *, by_pass: bool) -> list[GroupResult]:
+    table: dict[tuple, dict[str, dict[str, CheckRow]]] = {}
+    for r in rows:
+        group = (r.mask, r.world_size, r.pass_ if by_pass else None)
+        table.setdefault(group, {}).setdefault(r.label, {})[r.pass_] = r
+    out = []
+    for (mask, world, pass_), methods in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
+        passes = set.intersection(*(set(m) for m in methods.values()))
+        complete = {name: m for name, m in methods.items() if passes and set(m) >= passes}
+        if len(complete) < 2:
+            continue
+        measured = {n: sum(m[p].measured_s for p in passes) for n, m in complete.items()}
+        predicted = {n: sum(m[p].predicted_s for p in passes) for n, m in complete.items()}
+        order = sorted(measured, key=measured.get)
+        out.append(GroupResult(mask=mask, world_size=world, pass_=pass_, measured_best=order[0],
+                               predicted_best=min(predicted, key=predicted.get),
+                               margin=measured[order[1]] / measured[order[0]] - 1.0, methods=len(complete)))
+    return out
+
+
+def check_dict(report: CheckReport) -> dict:
+    def group(g: GroupResult) -> dict:
+        return {"mask": g.mask, "world_size": g.world_size, "pass": g.pass_, "measured_best": g.measured_best,
+                "predicted_best": g.predicted_best, "agree": g.agree, "margin": g.margin, "methods": g.methods}
+
+    return {
+        "run": report.run_id, "compute": report.compute_source, "network": report.network_source,
+        "median_abs_error": report.median_abs_error,
+        "fastest_agreement": CheckReport.agreement(report.groups),
+        "fastest_agreement_per_pass": CheckReport.agreement(report.pass_groups),
+        "cases": [{"label": r.label, "mask": r.mask, "world_size": r.world_size, "pass": r.pass_,
+                   "measured_s": r.measured_s, "measured_p20_s": r.measured_p20_s, "measured_p80_s": r.measured_p80_s,
+                   "predicted_s": r.predicted_s, "error": r.error, "measured_alone": r.measured_alone,
+                   "predicted_alone": r.predicted_alone} for r in report.rows],
+        "groups": [group(g) for g in report.groups],
+        "pass_groups": [group(g) for g in report.pass_groups],
+        "not_predicted": [{"case": c, "reason": why} for c, why in report.not_predicted],
+    }

@@ -1,0 +1,117 @@
+"""Rendering of `attnbench netbench` and `attnbench advise` (tables only; the figures come from
+attnbench.advise)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _ms(s) -> str:
+    return "-" if s is None else f"{s * 1e3:.3g}"
+
+
+def _gib(n) -> str:
+    return "-" if n is None else f"{n / 2**30:.2f}"
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def print_network_profile(console: Console, profile, path) -> None:
+    console.print(f"Network profile {profile.name} ({profile.backend}, {profile.device}) written to {path}")
+    for section in profile.sections:
+        world = "any world size" if section.world_size is None else f"world size {section.world_size}"
+        table = Table(title=f"{world}, {section.ranks_per_node} ranks per node", title_justify="left")
+        for col in ("link", "collective", "latency us", "per hop us", "bandwidth GB/s", "fit error", "points"):
+            table.add_column(col, justify="left" if col in ("link", "collective") else "right", no_wrap=True)
+        for link, fits in section.links.items():
+            for op, fit in fits.items():
+                table.add_row(link, op, f"{fit.latency_s * 1e6:.1f}", f"{fit.hop_latency_s * 1e6:.1f}",
+                              f"{fit.bandwidth_Bps / 1e9:.3g}", _pct(fit.fit_error), str(len(fit.points)))
+        console.print(table)
+        console.print(f"  overlap of a transfer with compute: {_pct(section.overlap.hidden)} hidden ({section.overlap.source})")
+        if section.compute_slowdown is not None:
+            console.print(f"  compute of every rank at once vs one alone: {section.compute_slowdown:.2f}x")
+
+
+def print_advice(console: Console, advice) -> None:
+    q = advice.question
+    params = "".join(f", {k}={v}" for k, v in q.mask_params.items())
+    console.print(f"CP strategies for {q.mask}{params} at {q.seqlen} tokens on {q.gpus} GPUs ({q.gpus_per_node} per node), "
+                  f"heads {q.heads_q}:{q.heads_kv}, head dim {q.head_dim}, {q.dtype}, {' + '.join(q.passes)}")
+    console.print(f"  compute: {advice.compute_source}")
+    console.print(f"  network: {advice.network_source}")
+    if advice.memory_bytes:
+        console.print(f"  memory per rank: {_gib(advice.memory_bytes)} GiB")
+    table = Table(title="Predicted, fastest first (ms per pass on the slowest rank)", title_justify="left")
+    for col in ("#", "method", "plan", *[f"{p} ms" for p in q.passes], "total ms", "exposed ms", "hidden",
+                "imbalance", "GiB/rank"):
+        table.add_column(col, justify="left" if col in ("method", "plan") else "right", overflow="fold")
+    for o in advice.options:
+        if o.status not in ("ranked", "does not fit"):
+            continue
+        costs = {name: c for p in o.predictions.values() for name, c in p.passes.items()}
+        exposed = sum(c.exposed_s for c in costs.values())
+        comm = sum(c.communication_s for c in costs.values())
+        hidden = None if comm <= 0 else max(0.0, 1 - exposed / comm)
+        mean = sum(c.mean_compute_s for c in costs.values())
+        imbalance = sum(c.compute_s for c in costs.values()) / mean if mean > 0 else 1.0
+        table.add_row(str(o.rank or "-"), o.label, _plan(o.plan), *[_ms(costs[p].seconds) if p in costs else "-" for p in q.passes],
+                      _ms(o.seconds), _ms(exposed), _pct(hidden), f"{imbalance:.2f}", _gib(o.peak_bytes))
+    console.print(table)
+    console.print("Why:")
+    for o in advice.options:
+        if o.status in ("ranked", "does not fit"):
+            console.print(f"  {o.rank or '-'}. {o.label}: {o.reason}")
+    others = [o for o in advice.options if o.status in ("cannot run", "not modelled", "same plan")]
+    if others:
+        console.print("Not ranked:")
+        for o in others:
+            console.print(f"  {o.label}: {o.status}: {o.reason}")
+    for note in advice.notes:
+        console.print(f"  note: {note}")
+
+
+def _plan(plan: dict) -> str:
+    parts = []
+    if plan.get("ulysses_degree", 1) != 1:
+        parts.append(f"u={plan['ulysses_degree']}")
+    if plan.get("rings"):
+        parts.append("ring " + "x".join(str(r) for r in plan["rings"]))
+    if plan.get("dispatch") and plan.get("rings"):
+        parts.append(plan["dispatch"])
+    return ", ".join(parts) or "-"
+
+
+def print_check(console: Console, report) -> None:
+    console.print(f"advise --check {report.run_id}")
+    console.print(f"  compute: {report.compute_source}")
+    console.print(f"  network: {report.network_source}")
+    table = Table(title="Predicted vs measured per case (ms; measured = median of the slowest rank)", title_justify="left")
+    for col in ("method", "mask", "W", "pass", "measured", "p20-p80", "predicted", "error",
+                "compute meas/pred", "comm meas/pred"):
+        table.add_column(col, justify="left" if col in ("method", "mask", "pass") else "right")
+    for r in report.rows:
+        ma, pa = r.measured_alone or {}, r.predicted_alone or {}
+        table.add_row(r.label, r.mask, str(r.world_size), r.pass_, _ms(r.measured_s),
+                      f"{_ms(r.measured_p20_s)}-{_ms(r.measured_p80_s)}", _ms(r.predicted_s), f"{100 * r.error:+.0f}%",
+                      f"{_ms(ma.get('compute_s'))}/{_ms(pa.get('compute_s'))}",
+                      f"{_ms(ma.get('communication_s'))}/{_ms(pa.get('communication_s'))}")
+    console.print(table)
+    groups = Table(title="Fastest method per (mask, world size), forward + backward", title_justify="left")
+    for col in ("mask", "W", "measured fastest", "predicted fastest", "agree", "measured margin to 2nd"):
+        groups.add_column(col)
+    for g in report.groups:
+        groups.add_row(g.mask, str(g.world_size), g.measured_best, g.predicted_best, "yes" if g.agree else "no",
+                       f"{100 * g.margin:.0f}%")
+    console.print(groups)
+    for case, why in report.not_predicted:
+        console.print(f"  not predicted: {case}: {why}")
+    from attnbench.advise.check import CheckReport
+
+    mae = report.median_abs_error
+    console.print(f"Summary: {len(report.rows)} cases; median absolute error {_pct(mae)}; predicted fastest = measured "
+                  f"fastest in {_pct(CheckReport.agreement(report.groups))} of {len(report.groups)} (mask, world size) groups "
+                  f"({_pct(CheckReport.agreement(report.pass_groups))} of {len(report.pass_groups)} per pass)")
