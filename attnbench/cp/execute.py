@@ -164,7 +164,7 @@ def _launch_verdict(result: LaunchResult, options: LaunchOptions, fields: dict[s
 def above_peak(status: Status, reason: Optional[str], per_gpu_tflops: Optional[float], peak: Optional[float]):
     """A per-GPU figure above one device's peak cannot be real: the record is invalid."""
     if status is Status.ok and per_gpu_tflops is not None and peak is not None and per_gpu_tflops > peak:
-        return Status.invalid, f"{per_gpu_tflops:.1f} TFLOPs/s per GPU is above this device's peak of {peak:.1f}: impossible"
+        return Status.invalid, f"{per_gpu_tflops:.3g} TFLOPs/s per GPU is above this device's peak of {peak:.3g} for the dtype: impossible"
     return status, reason
 
 

@@ -240,7 +240,7 @@ def _run(case: Case, ctx: CaseContext, fields: dict[str, Any]) -> tuple[Status, 
     fields["tflops"] = rate
     peak = ctx.peak_tflops.get(case.dtype)
     if status is Status.ok and rate is not None and peak is not None and rate > peak:
-        status, reason = Status.invalid, f"{rate:.1f} TFLOPs/s is above this device's peak of {peak:.1f}: impossible"
+        status, reason = Status.invalid, f"{rate:.3g} TFLOPs/s is above this device's {case.dtype} peak of {peak:.3g}: impossible"
     mutated = ctx.inputs_changed()
     if mutated:
         status, reason = Status.invalid, (
