@@ -36,6 +36,6 @@ def print_tables(console: Console, tables: list[Table]) -> None:
         console.print(rich_table(table))
         for note in table.notes:  # a legend once, under the first table that needs it
             if note not in explained:
-                console.print(f"[dim]{note}[/dim]", highlight=False)
+                console.print(Text(note, style="dim"), highlight=False)
                 explained.add(note)
         console.print()

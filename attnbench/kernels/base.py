@@ -67,7 +67,7 @@ class Kernel(DeclaredSupport):
     work: ClassVar[str] = "sparse"
     memory: ClassVar[MemoryModel] = MemoryModel()
     #: device type -> seconds the first call of a new graph spends compiling (kernels that
-    #: compile; a run pays it once per shape, dtype, pass and mask family: runner.predict)
+    #: compile; a run pays it once per shape, dtype, pass and mask family: measure.predict)
     compile_seconds: ClassVar[dict[str, float]] = {}
     #: other names people type for this kernel ("flash_attn2" for fa2): an unknown name that
     #: matches one (case, "-" and "_" aside) is answered with "did you mean" this kernel
