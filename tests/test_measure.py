@@ -444,6 +444,20 @@ def test_measured_peak_is_per_dtype_and_a_half_dtype_may_be_upcast():
     assert measured_peaks({"float32": 0.1}, ("bfloat16",)) == {"bfloat16": pytest.approx(0.2)}
 
 
+def test_a_peak_is_measured_again_only_for_a_rate_above_it(monkeypatch):
+    import attnbench.measure.device as device
+
+    fresh = device.remeasured_peak("cpu", "float32", seconds=0.05)
+    assert fresh is not None and fresh > 0
+    calls = []
+    monkeypatch.setattr(device, "remeasured_peak", lambda dev, dtype: calls.append(dtype) or 3.0)
+    peaks = {"float32": 1.0}
+    assert device.checked_peak(peaks, "cpu", "float32", 0.5) == 1.0 and calls == []  # below: no measurement
+    assert device.checked_peak(peaks, "cpu", "float32", 2.0) == 3.0 and peaks == {"float32": 3.0}
+    monkeypatch.setattr(device, "remeasured_peak", lambda dev, dtype: 0.1)  # a busier moment never lowers it
+    assert device.checked_peak(peaks, "cpu", "float32", 5.0) == 3.0
+
+
 def test_spec_peak_table():
     assert spec_peak("NVIDIA H100 80GB HBM3")["bfloat16"] == 989.4
     assert spec_peak("NVIDIA H100 80GB HBM3")["float32"] == 494.7

@@ -98,7 +98,10 @@ def execute_cp_case(case: Case, ctx: Any, options: Optional[LaunchOptions] = Non
             else:
                 case = with_check_rows(case, matmul_rates(ctx, case.device))
                 status, reason, detail = record_fields(case, launch_case(case, options), options, fields)
-                status, reason = above_peak(status, reason, fields.get("tflops"), getattr(ctx, "peak_tflops", {}).get(case.dtype))
+                from attnbench.measure.device import checked_peak
+
+                peak = checked_peak(getattr(ctx, "peak_tflops", {}), case.device, case.dtype, fields.get("tflops"))
+                status, reason = above_peak(status, reason, fields.get("tflops"), peak)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # the harness's own failure must not stop the suite either
