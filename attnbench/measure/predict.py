@@ -34,9 +34,11 @@ ESTIMATE_ITERATIONS, ESTIMATE_SECONDS = 5, 0.1
 #: seconds one kernel call costs whatever its size (Python, dispatch, launches)
 CALL_OVERHEAD_S = {"cpu": 1e-3, "cuda": 1e-4}
 #: seconds a case costs besides its iterations: inputs, mask conversion, two garbage
-#: collections around the memory measurement, the record (measured, see README "Prediction")
+#: collections around the memory measurement (0.1 s each on CPU), the record. CPU: measured
+#: 0.3 s per sdpa case of smoke on 2 loaded cores; CUDA: not measured yet (an estimate)
 CASE_OVERHEAD_S = {"cpu": 0.35, "cuda": 0.3}
-#: seconds to start the run's worker process: spawn, import torch and attnbench, calibrate
+#: seconds to start the run's worker process: spawn, import torch and attnbench, calibrate.
+#: CPU: measured 9-10 s on 2 cores at load 11 (4-5 s of it CPU time); CUDA: not measured yet
 WORKER_START_S = {"cpu": 8.0, "cuda": 15.0}
 
 
