@@ -59,7 +59,7 @@ def test_masks_info_json():
         (["run", "suites/smoke.yaml", "--profile", "gpu"], ["gpu"]),
         (["show", "no-such-run", "--root", "results"], ["no-such-run"]),
         (["run", "suites/smoke.yaml", "--no-such-option"], ["--no-such-option"]),
-        (["run", "suites/smoke.yaml", "--out", "README.md"], ["--out README.md", "is a file"]),
+        (["run", "suites/smoke.yaml", "--out", "README.md"], ["README.md", "cannot create the run folder"]),
         (["list", "--device", "tpu"], ["'tpu'", "cpu or cuda"]),
     ],
 )

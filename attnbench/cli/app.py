@@ -171,12 +171,10 @@ def run_command(
     """Run a suite and write results/<run-id>/ (records.jsonl, run.json, tables)."""
     from attnbench.cli.screens import run_with_progress
     from attnbench.cp.launch import LaunchOptions
-    from attnbench.results.store import prepare_results_root, resolve_run
+    from attnbench.results.store import resolve_run
 
     cp_launch = LaunchOptions.resolve(nnodes, node_rank, rdzv_endpoint)
     loaded = _load(suite, profile, kernels, masks, seqlens)
-    if resume is None:
-        prepare_results_root(out)
     if timeout is not None:
         if not timeout > 0:
             raise UserError(f"--timeout must be > 0 seconds (got {timeout:g})")

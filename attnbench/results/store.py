@@ -46,20 +46,6 @@ def write_json_atomic(path: Path, payload: str) -> None:
         raise
 
 
-def prepare_results_root(root: Path) -> Path:
-    """Create the results root (a folder that holds run folders) or say in one line why not."""
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise UserError(f"--out {root}: is a file, not a folder; give the folder that holds the runs (OUT/<run-id>/)")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out {root}: cannot create the folder ({exc.strerror or exc})") from None
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise UserError(f"--out {root}: the folder is not writable")
-    return root
-
-
 class RunWriter:
     """Owns one run directory while the run is going."""
 

@@ -15,7 +15,7 @@ from attnbench.cases import DTYPES
 from attnbench.cp.execute import execute_cp_case
 from attnbench.errors import UserError
 from attnbench.results.schema import Record, RunInfo, SuiteInfo
-from attnbench.results.store import RunWriter, load_run, new_run_id, prepare_results_root, utc_now
+from attnbench.results.store import RunWriter, load_run, new_run_id, utc_now
 from attnbench.runner.execute import CaseContext, execute_case
 from attnbench.runner.worker import CaseWorker, WorkerConfig
 
@@ -77,8 +77,6 @@ def run_suite(
     from attnbench.measure.threads import choose_threads, pinned_threads
 
     events = events or RunEvents()
-    if resume is None:
-        prepare_results_root(out_root)  # a file or an unwritable folder: one line, before any work
     cases = list(suite.cases)
     devices = sorted({case.device for case in cases}) or ["cpu"]
     choice = choose_threads(threads, devices[0])
