@@ -81,7 +81,7 @@ def test_run_then_show_and_env(tmp_path):
                      "--seqlens", "128")
     assert result.returncode == 0, result.stderr
     assert "TFLOPs/s: causal_document(lengths_at=8192) | forward" in result.stdout
-    assert "Peak memory (linux_vmhwm): forward" in result.stdout
+    assert "Peak memory (linux_vmhwm_rss_sampled): forward" in result.stdout
     # not a terminal (a pipe, a CI log): one plain line per finished case, with the time left
     lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
     assert [line.split("]")[0] for line in lines] == [f"[{i}/8" for i in range(1, 9)]
