@@ -20,9 +20,6 @@ from attnbench.results.schema import Prediction
 
 #: fraction of the matmul rate an attention kernel's forward reaches
 ATTENTION_EFFICIENCY = {"cpu": 0.1, "cuda": 0.2}
-#: how much further below that rate a backward runs (CPU: measured 3.4-3.9x for naive and sdpa
-#: on the longctx cpu profile; CUDA: not measured yet, taken as the forward's)
-BACKWARD_SLOWDOWN = {"cpu": 3.5, "cuda": 1.0}
 #: the reference's forward runs at about this fraction of the float32 matmul rate (CPU: float64,
 #: measured 3.1-3.9% at 512 and 1K tokens); with gradients it takes REFERENCE_GRAD_FACTOR as long
 REFERENCE_EFFICIENCY = {"cpu": 0.035, "cuda": 0.2}
@@ -59,8 +56,8 @@ class CaseCost:
     reference: float  # the accuracy reference, forward only (shared by the cases on the same inputs)
     compile: float  # the first call's compilation (shared by the cases of one graph)
     overhead: float  # fixed per-case cost
-
     with_grads: bool = False  # this case's reference needs gradients
+    compiler_start: float = 0.0  # the compiler's start, paid by the first compiling case of a run
 
     @property
     def total(self) -> float:
@@ -76,8 +73,7 @@ def case_cost(case: Case, kernel, mask, matmul_tflops: dict[str, float]) -> Case
     rate = max(matmul_tflops.get(case.dtype) or matmul_tflops.get("float32") or 0.01, 1e-3) * 1e12
     forward = 4.0 * s.batch * s.heads_q * s.head_dim * kernel.work_area(mask) / (rate * ATTENTION_EFFICIENCY.get(device, 0.1))
     call = CALL_OVERHEAD_S.get(device, 1e-3)
-    backward = forward * 2.5 * BACKWARD_SLOWDOWN.get(device, 1.0)
-    per_iteration = {"forward": forward, "backward": backward}.get(case.pass_.value, forward + backward) + call
+    per_iteration = forward * case.pass_.flop_factor + call
     # backward is timed after an untimed forward each iteration
     setup = forward + call if case.pass_.value == "backward" else 0.0
     b = case.budget
@@ -90,8 +86,9 @@ def case_cost(case: Case, kernel, mask, matmul_tflops: dict[str, float]) -> Case
         ref_rate = (matmul_tflops.get("float32") or 0.01) * 1e12 * REFERENCE_EFFICIENCY.get(device, 0.05)
         reference = 4.0 * s.batch * s.heads_q * s.head_dim * float(s.seqlen) ** 2 / ref_rate
     compile_s = (getattr(kernel, "compile_seconds", None) or {}).get(device, 0.0)
+    start_s = (getattr(kernel, "compiler_start_seconds", None) or {}).get(device, 0.0)
     return CaseCost(per_iteration, timed, reference, compile_s, CASE_OVERHEAD_S.get(device, 0.35),
-                    with_grads=case.pass_.needs_grad)
+                    with_grads=case.pass_.needs_grad, compiler_start=start_s)
 
 
 def predict(case: Case, kernel, mask, matmul_tflops: dict[str, float], free_bytes: int | None) -> Prediction:
@@ -122,10 +119,11 @@ def compile_key(case: Case) -> tuple:
 def sequence_seconds(cases: list[Case], costs: list[CaseCost | float | None]) -> list[float]:
     """Predicted seconds of each case in run order: a `CaseCost` pays its reference only when the
     inputs differ from the case before (the reference is kept for consecutive cases on the same
-    inputs) and its compilation once per :func:`compile_key`; a float is taken as it is (CP cases);
-    None (not attempted) costs nothing."""
+    inputs), its compilation once per :func:`compile_key` and its compiler's start once per
+    kernel; a float is taken as it is (CP cases); None (not attempted) costs nothing."""
     out: list[float] = []
     compiled: set = set()
+    started: set = set()  # kernels whose compiler has started in this run
     previous_inputs = None
     # as the runner does: inputs that some case needs gradients of get them with the first reference
     grad_inputs = {case.inputs_key() for case in cases if case.pass_.needs_grad and case.check_accuracy}
@@ -139,6 +137,9 @@ def sequence_seconds(cases: list[Case], costs: list[CaseCost | float | None]) ->
         previous_inputs = case.inputs_key()
         if compile_key(case) not in compiled:
             seconds += cost.compile
+            if cost.compiler_start and case.kernel not in started:
+                seconds += cost.compiler_start
+                started.add(case.kernel)
             compiled.add(compile_key(case))
         out.append(seconds)
     return out
