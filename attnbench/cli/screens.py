@@ -163,9 +163,10 @@ def print_plan(console: Console, suite, plan) -> None:
         f"  to run: {actions.get('run', 0)}, unsupported: {actions.get('unsupported', 0)}, "
         f"skipped (predicted over budget or memory): {actions.get('skipped', 0)}"
     )
+    start = f" + {duration_text(startup)} worker start-up" if startup else ""
     console.print(
-        f"  predicted duration: about {duration_text(startup + cases)} ({duration_text(cases)} of cases "
-        f"+ {duration_text(startup)} worker start-up; README: How numbers are made, Prediction)"
+        f"  predicted duration: about {duration_text(startup + cases)} ({duration_text(cases)} of cases{start}; "
+        "README: How numbers are made, Prediction)"
     )
     cp_run = [p.case for p in plan if p.action == "run" and p.case.cp is not None and p.case.check_accuracy]
     sampled = [c for c in cp_run if c.cp.check_rows is not None]
