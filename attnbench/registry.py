@@ -17,7 +17,7 @@ import os
 import pkgutil
 import threading
 from importlib import metadata
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 from attnbench.errors import UnknownNameError, UserError
 
@@ -25,6 +25,11 @@ T = TypeVar("T")
 
 PLUGIN_GROUP = "attnbench.plugins"
 PLUGIN_ENV = "ATTNBENCH_PLUGINS"
+
+
+def normalise_name(name: str) -> str:
+    """The letters and digits of `name`, lower case: "Flash-Attn_2" and "flashattn2" are one name."""
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
 
 
 def _is_lazy(target: object) -> bool:
@@ -129,9 +134,38 @@ class Registry(Generic[T]):
 
     def _unknown_message(self, name: str) -> str:
         known = sorted(self._entries)
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        close = self.suggest(name)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         return f"unknown {self.kind} {name!r}{hint} (known: {', '.join(known) or 'none'})"
+
+    def aliases(self) -> dict[str, list[str]]:
+        """Normalised alias -> registered names, from each entry's ``aliases`` attribute (the
+        names people type for it, e.g. "flash_attn2" for ``fa2``); lazy entries have none yet."""
+        out: dict[str, list[str]] = {}
+        for entry_name, target in self._entries.items():
+            for alias in (entry_name, *(() if _is_lazy(target) else getattr(target, "aliases", ()) or ())):
+                out.setdefault(normalise_name(alias), []).append(entry_name)
+        return out
+
+    def meant_by(self, name: str) -> list[str]:
+        """The registered names that `name` is an alias or a spelling variant of."""
+        self._ensure_loaded()
+        return list(dict.fromkeys(self.aliases().get(normalise_name(name), [])))
+
+    def suggest(self, name: str, among: Iterable[str] | None = None, n: int = 3) -> list[str]:
+        """Registered names (only those in `among`, if given) that `name` probably meant:
+        an alias or a spelling variant first, then close spellings."""
+        self._ensure_loaded()
+        allowed = set(self._entries if among is None else among)
+        aliases = self.aliases()
+        key = normalise_name(name)
+        found = [entry for entry in self.meant_by(name) if entry in allowed]
+        if found:  # an alias is what the user meant: no guessing beyond it
+            return found[:n]
+        for close in difflib.get_close_matches(key, list(aliases), n=n + 3, cutoff=0.5):
+            found += [entry for entry in aliases[close] if entry in allowed]
+        found += difflib.get_close_matches(name, sorted(allowed), n=n, cutoff=0.5)  # names outside the registry
+        return list(dict.fromkeys(found))[:n]
 
     def check(self, name: str) -> None:
         """Raise UnknownNameError (with suggestions) if `name` is not registered."""

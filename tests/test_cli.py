@@ -27,8 +27,13 @@ def test_list_json_shows_kernels_with_availability_and_masks():
     assert {m["name"] for m in data["cp_methods"]} == {"ulysses", "ring_p2p", "ring_allgather", "usp", "loongtrain", "torch_cp"}
     torch_cp = next(m for m in data["cp_methods"] if m["name"] == "torch_cp")
     assert torch_cp["available"] is False and "CUDA" in torch_cp["reason"]
-    human = run_cli("list")
-    assert human.returncode == 0 and "sdpa_flash" in human.stdout and "causal_sink_window" in human.stdout
+    # at 80 columns every name is whole (none cut to "sdpa_cu…"), long fields wrap in their cells
+    human = run_cli("list", env={"COLUMNS": "80"})
+    assert human.returncode == 0, human.stderr
+    assert "…" not in human.stdout and max(len(line) for line in human.stdout.splitlines()) <= 80
+    cells = {cell.strip() for line in human.stdout.splitlines() for cell in line.split("│")}
+    for name in [*kernels, *(m["name"] for m in data["masks"]), *(m["name"] for m in data["cp_methods"])]:
+        assert name in cells, f"{name} is not shown whole in its cell"
 
 
 def test_masks_info_json():
@@ -54,6 +59,8 @@ def test_masks_info_json():
         (["run", "suites/smoke.yaml", "--profile", "gpu"], ["gpu"]),
         (["show", "no-such-run", "--root", "results"], ["no-such-run"]),
         (["run", "suites/smoke.yaml", "--no-such-option"], ["--no-such-option"]),
+        (["run", "suites/smoke.yaml", "--out", "README.md"], ["README.md", "cannot create the run folder"]),
+        (["list", "--device", "tpu"], ["'tpu'", "cpu or cuda"]),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, words):
@@ -73,8 +80,13 @@ def test_run_then_show_and_env(tmp_path):
     result = run_cli("run", "suites/smoke.yaml", "--out", str(out), "--kernels", "naive,sdpa", "--masks", "causal,causal_document",
                      "--seqlens", "128")
     assert result.returncode == 0, result.stderr
-    assert "TFLOPs/s: causal_document | forward" in result.stdout
-    assert "Peak memory MiB" in result.stdout
+    assert "TFLOPs/s: causal_document(lengths_at=8192) | forward" in result.stdout
+    assert "Peak memory (linux_vmhwm_rss_sampled): forward" in result.stdout
+    # not a terminal (a pipe, a CI log): one plain line per finished case, with the time left
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert [line.split("]")[0] for line in lines] == [f"[{i}/8" for i in range(1, 9)]
+    assert all(" ok " in line and "TFLOPs/s in" in line for line in lines)
+    assert "left" in lines[0] and "predicted: about" in result.stdout and "Took " in result.stdout
     [run_dir] = list(out.iterdir())
     records = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
     assert len(records) == 8 and {r["status"] for r in records} == {"ok"}

@@ -220,6 +220,22 @@ def test_markdown_and_json_escape_and_carry_everything(every_state):
     assert "<img" not in md and "&lt;img" in md and "\\|" in md
 
 
+def test_unrelated_runs_and_a_run_with_itself_are_refused_in_plain_words(tmp_path):
+    from attnbench.compare import nothing_to_compare
+
+    rng = np.random.default_rng(0)
+    a = write_run(tmp_path, [Spec(case("flex", "causal", 4096), samples=noisy_samples(1e-3, N, 0.01, rng))], suite="one")
+    b = write_run(tmp_path, [Spec(case("sdpa", "full", 2048), samples=noisy_samples(1e-3, N, 0.01, rng)),
+                             Spec(case("sdpa", "full", 4096), samples=noisy_samples(1e-3, N, 0.01, rng))], suite="two")
+    problem = nothing_to_compare(a, b)
+    assert problem.startswith("no case in common") and "1 case(s) of suite 'one'" in problem
+    assert "2 case(s) of suite 'two'" in problem
+    assert "the same run" in nothing_to_compare(a, a)
+    partly = write_run(tmp_path, [Spec(case("flex", "causal", 4096), samples=noisy_samples(1e-3, N, 0.01, rng)),
+                                  Spec(case("sdpa", "full", 2048), samples=noisy_samples(1e-3, N, 0.01, rng))])
+    assert nothing_to_compare(a, partly) is None  # one case in common: a real comparison
+
+
 def test_bad_threshold_is_a_user_error():
     base, current = pair(0.0, 0)
     with pytest.raises(UserError):
@@ -237,9 +253,10 @@ def test_cli_exit_codes(every_state, tmp_path):
     assert "regressed" in table.stdout and "new failure" in table.stdout and "geometric mean" in table.stdout
     assert run_cli("compare", "latest~1", "latest", "--root", root, "--fail-on", "never").returncode == 0
     assert run_cli("compare", "latest~1", "latest", "--root", root, "--fail-on", "failure").returncode == 1
-    same = run_cli("compare", "latest", "latest", "--root", root, "--format", "json")
-    assert same.returncode == 0, same.stderr
-    assert json.loads(same.stdout)["counts"]["unchanged"] == len(current.records)
+    # a run against itself says so, instead of "N unchanged"
+    same = run_cli("compare", "latest", current.info.run_id, "--root", root, "--format", "json")
+    assert same.returncode == 2 and same.stdout == "", same.stdout
+    assert "the same run" in same.stderr and len(same.stderr.strip().splitlines()) == 1
     md = run_cli("compare", str(base.path), str(current.path), "--format", "markdown")
     assert md.returncode == 1 and md.stdout.startswith("## attnbench compare")
 

@@ -514,3 +514,21 @@ def test_the_core_never_imports_runner_cli_or_report():
                 else:
                     continue
                 assert not any(n.startswith(upper) for n in names), (str(path.relative_to(root)), names)
+
+
+# -- a hostile local step ----------------------------------------------------------------------
+def test_a_hostile_local_step_never_makes_an_ok_cp_record(monkeypatch):
+    """Wrong only after the checked run, a nudge to its q shard too small for any tolerance, or
+    a reset of the memory high-water mark: each is invalid, naming the rank; naive stays ok."""
+    monkeypatch.setenv("ATTNBENCH_PLUGINS", "tests.plugins.hostile_cp_kernels")
+    kernels = ["cp_first_forward_only", "cp_nudges_q", "cp_hides_memory", "naive"]
+    cases = [cp_case("ring_p2p", "causal", 2, Pass.forward).model_copy(update={"kernel": k}) for k in kernels]
+    got = {case.kernel: out for case, out in zip(cases, run_cases(cases, 2))}
+    assert got["naive"]["status"] == "ok", got["naive"]["reason"]
+    expected = {"cp_first_forward_only": "out of the last timed iteration differs from the checked run",
+                "cp_nudges_q": "changed its input shards in place (q)",
+                "cp_hides_memory": "memory high-water mark was reset"}
+    for kernel, words in expected.items():
+        out = got[kernel]
+        assert out["status"] == "invalid" and out["reason"].startswith("rank ") and words in out["reason"], (kernel, out)
+        assert out["accuracy"]["ok"], (kernel, out["accuracy"])  # the checked run itself was right

@@ -226,6 +226,8 @@ def mask_args(draw, name):
             params[pname] = draw(st.one_of(st.integers(1, 600), st.just(128)))
         elif pname == "density":
             params[pname] = draw(st.integers(1, 100).map(lambda x: x / 100))
+        elif pname == "lengths_at":  # a partition drawn for another length, scaled to S
+            params[pname] = draw(st.one_of(st.integers(1, 4 * S + 1), st.sampled_from([8192, 65536])))
         else:  # pragma: no cover
             raise AssertionError(pname)
     heads = draw(st.integers(1, 3))
@@ -277,6 +279,40 @@ def test_document_partition_is_the_documented_draw(name, S, seed, dist):
     np.testing.assert_array_equal(mask.doc_starts, expected_doc_starts(S, used, seed))
     assert mask.num_documents == len(mask.doc_starts) - 1
     assert MASKS.get(name).uses_documents
+
+
+@pytest.mark.parametrize("name", ["full_document", "causal_document", "share_question", "causal_blockwise",
+                                  "prefix_lm_document"])
+@pytest.mark.parametrize("S, R, seed", [(512, 8192, 42), (1024, 65536, 7), (129, 8192, 0), (3000, 1000, 5)])
+def test_lengths_at_draws_for_R_tokens_and_scales_the_partition_to_S(name, S, R, seed):
+    mask = build_mask(name, S, {"lengths_at": R, "seed": seed})
+    drawn = expected_doc_starts(R, expected_distribution(R), seed)
+    expect = np.unique(np.rint(drawn * (S / R)).astype(np.int64))
+    np.testing.assert_array_equal(mask.doc_starts, expect)
+    assert mask.doc_starts[0] == 0 and mask.doc_starts[-1] == S and (np.diff(mask.doc_starts) >= 1).all()
+    assert mask.params["distribution"] == expected_distribution(R)  # the histogram of R, recorded
+    if S <= 1024:  # the slices render exactly the mask of that partition
+        np.testing.assert_array_equal(dense(mask).numpy(), oracle(mask))
+        assert mask.area == dense(mask).sum()
+    same = build_mask(name, S, {"lengths_at": S, "seed": seed})  # R == S: the spec's own draw
+    np.testing.assert_array_equal(same.doc_starts, expected_doc_starts(S, expected_distribution(S), seed))
+
+
+def test_cpu_profiles_document_masks_have_several_documents():
+    """512 and 1K tokens drawn from the 64K+ histograms are one document: `full` or `causal` under
+    another name. The CPU profiles scale the partition of a longer sequence down instead."""
+    from attnbench.suite import load_suite
+    from tests.helpers import ROOT
+
+    for suite_name, profile in (("longctx", "cpu"), ("smoke", "none"), ("nightly", "cpu")):
+        suite = load_suite(ROOT / "suites" / f"{suite_name}.yaml", profile=profile, cuda_available=False)
+        for c in {(c.mask.name, tuple(sorted(c.mask.params.items())), c.shape.seqlen): c for c in suite.cases}.values():
+            if not MASKS.get(c.mask.name).uses_documents:
+                continue
+            mask = build_mask(c.mask.name, c.shape.seqlen, c.mask.params)
+            assert mask.num_documents >= 3, (suite_name, c.mask.label(), c.shape.seqlen, mask.num_documents)
+            plain = {build_mask(n, c.shape.seqlen).area for n in ("full", "causal")}
+            assert mask.area not in plain, (suite_name, c.mask.label(), c.shape.seqlen)
 
 
 def test_block_document_partition():
@@ -489,7 +525,7 @@ def test_resolve_coerces_and_fills_defaults():
     assert isinstance(fam, MaskFamily) and isinstance(fam.params["window"], ParamSpec)
     assert fam.resolve({"window": "512", "global_tokens": 8.0}, 1000) == {"global_tokens": 8, "window": 512}
     assert MASKS.get("block_sparse").resolve({"density": "0.25"}, 1000) == {"block": 128, "density": 0.25, "seed": 42}
-    assert MASKS.get("full_document").resolve(None, 10) == {"distribution": "auto", "seed": 42}
+    assert MASKS.get("full_document").resolve(None, 10) == {"distribution": "auto", "seed": 42, "lengths_at": None}
     assert MASKS.get("prefix_lm_causal").resolve({}, 10)["prefix"] is None
     assert build_mask("sliding_window", 100, {"window": "7"}) is build_mask("sliding_window", 100, {"window": 7})
 

@@ -423,13 +423,39 @@ def test_calibrate_cpu_positive_and_cached():
     cal = calibrate_device("cpu", dtypes=("float32", "bfloat16"), seconds_per_dtype=0.05)
     assert cal.matmul_tflops and all(r > 0 for r in cal.matmul_tflops.values())
     assert "float32" in cal.matmul_tflops
-    best = max(cal.matmul_tflops.values())
+    rates = cal.matmul_tflops
     assert cal.peak_source == "2x measured matmul"
     assert set(cal.peak_tflops) == {"float32", "bfloat16"}
-    assert all(p == pytest.approx(2 * best) for p in cal.peak_tflops.values())
+    # each dtype against its own rate (bf16 may be upcast to float32, never float32 judged by bf16)
+    assert cal.peak_tflops["float32"] == pytest.approx(2 * rates["float32"])
+    assert cal.peak_tflops["bfloat16"] == pytest.approx(2 * max(rates.get("bfloat16", 0), rates["float32"]))
     assert cal.name == device_name("cpu") and cal.name
     json.dumps(cal.to_dict())
     assert calibrate_device("cpu", dtypes=("float32", "bfloat16"), seconds_per_dtype=0.05) is cal
+
+
+def test_measured_peak_is_per_dtype_and_a_half_dtype_may_be_upcast():
+    from attnbench.measure.device import measured_peaks
+
+    # a CPU with bf16 matrix units (numbers of the issue): bf16 0.9, fp32 0.077, fp16 0.05 TFLOPs/s
+    peaks = measured_peaks({"bfloat16": 0.9, "float32": 0.077, "float16": 0.05}, ("float32", "float16", "bfloat16"))
+    assert peaks == {"float32": pytest.approx(0.154), "float16": pytest.approx(0.154), "bfloat16": pytest.approx(1.8)}
+    # a dtype whose matmul could not be measured still gets a bound
+    assert measured_peaks({"float32": 0.1}, ("bfloat16",)) == {"bfloat16": pytest.approx(0.2)}
+
+
+def test_a_peak_is_measured_again_only_for_a_rate_above_it(monkeypatch):
+    import attnbench.measure.device as device
+
+    fresh = device.remeasured_peak("cpu", "float32", seconds=0.05)
+    assert fresh is not None and fresh > 0
+    calls = []
+    monkeypatch.setattr(device, "remeasured_peak", lambda dev, dtype: calls.append(dtype) or 3.0)
+    peaks = {"float32": 1.0}
+    assert device.checked_peak(peaks, "cpu", "float32", 0.5) == 1.0 and calls == []  # below: no measurement
+    assert device.checked_peak(peaks, "cpu", "float32", 2.0) == 3.0 and peaks == {"float32": 3.0}
+    monkeypatch.setattr(device, "remeasured_peak", lambda dev, dtype: 0.1)  # a busier moment never lowers it
+    assert device.checked_peak(peaks, "cpu", "float32", 5.0) == 3.0
 
 
 def test_spec_peak_table():

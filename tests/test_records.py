@@ -77,3 +77,32 @@ def test_run_ids_unique_and_resolvable(tmp_path):
         resolve_run("latest~2", tmp_path)
     with pytest.raises(UserError, match="no run"):
         resolve_run("nope", tmp_path)
+
+
+# -- tables ---------------------------------------------------------------------------------
+def test_table_cells_carry_three_significant_figures_and_the_spread_where_wide():
+    from attnbench.results.schema import Memory, Timing
+    from attnbench.results.tables import (SPREAD_NOTE, byte_size, memory_tables, performance_tables, records_frame,
+                                          significant)
+
+    assert [significant(x) for x in (1.7912, 0.077123, 0.000123456, 245.6, 12345.6, 0.0)] == [
+        "1.79", "0.0771", "0.000123", "246", "12346", "0"]
+    assert [byte_size(x) for x in (0, 512, 4096, 3 * 2**20 + 2**19, 5 * 2**30)] == [
+        "0", "512 B", "4.00 KiB", "3.50 MiB", "5.00 GiB"]
+
+    def timed(tflops, median, p20, p80, peak):
+        return make_record("r", tflops=tflops, memory=Memory(peak_bytes=peak, method="linux_vmhwm"),
+                           timing=Timing(method="perf_counter", warmup=0, repeats=5, median_s=median, p20_s=p20,
+                                         p80_s=p80, samples_s=[median] * 5))
+
+    steady = timed(0.0771, 1e-3, 0.99e-3, 1.01e-3, 4096)
+    noisy = timed(0.0771, 1e-3, 0.8e-3, 1.3e-3, 0).model_copy(
+        update={"case": steady.case.model_copy(update={"kernel": "sdpa"})})
+    frame = records_frame([steady, noisy])
+    [perf] = performance_tables(frame)
+    assert perf.frame.loc[128, "naive"] == "0.0771"  # on a CPU, not 0.00
+    assert perf.frame.loc[128, "sdpa"] == "0.0771 ±25%"  # p80/p20 = 1.6: (1.3 - 0.8) / 2 / 1.0
+    assert perf.notes == [SPREAD_NOTE]
+    [memory] = memory_tables(frame)
+    assert list(memory.frame.columns) == ["S", "naive", "sdpa"] and memory.frame.index.name == "mask"
+    assert memory.frame.iloc[0].tolist() == ["128", "4.00 KiB", "0"]

@@ -9,7 +9,7 @@ import pytest
 
 from attnbench.errors import UnknownNameError, UserError
 from attnbench.registry import Registry
-from tests.helpers import run_cli
+from tests.helpers import ROOT, run_cli
 
 
 def test_register_get_and_names():
@@ -41,6 +41,32 @@ def test_unknown_name_suggests_close_match():
         reg.get("flexx")
     assert "did you mean 'flex'" in str(info.value)
     assert "known: flex, naive" in str(info.value)
+
+
+def test_aliases_people_type_find_the_kernel_they_mean():
+    from attnbench.kernels import KERNELS
+
+    def suggested(name: str) -> str:
+        with pytest.raises(UnknownNameError) as info:
+            KERNELS.get(name)
+        return str(info.value).split("did you mean ", 1)[1].split("?")[0]
+
+    assert suggested("flash_attn2") == "'fa2'"  # not 'flashinfer', the closest spelling
+    assert suggested("Flash-Attn-2") == "'fa2'"
+    assert suggested("fa") == "'fa2' or 'fa3'"
+    assert suggested("cudnn") == "'sdpa_cudnn' or 'te_fused'"
+    assert "'sdpa_flash'" in suggested("flash") and "'fa2'" in suggested("flash")
+    assert suggested("flexx") == "'flex'"  # plain spelling mistakes as before
+
+
+def test_a_kernel_alias_in_a_suite_filter_names_the_kernel():
+    from attnbench.suite import load_suite
+
+    longctx = load_suite(ROOT / "suites" / "longctx.yaml", profile="none", cuda_available=False)
+    with pytest.raises(UserError, match=r"did you mean 'sdpa_flash'\?"):
+        longctx.filter(kernels=["flash"])  # fa2 and fa3 are not in the suite; sdpa_flash is
+    with pytest.raises(UserError, match=r"kernel 'flash_attn2' is 'fa2', which suite 'longctx' does not run"):
+        longctx.filter(kernels=["flash_attn2"])
 
 
 def test_lazy_target_imported_on_first_get():

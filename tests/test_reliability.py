@@ -146,7 +146,35 @@ def test_resume_with_another_suite_is_refused(tmp_path):
     assert first.returncode == 0, first.stderr
     [run_dir] = list((tmp_path / "out").iterdir())
     other = run_cli("run", str(suite), "--out", str(tmp_path / "out"), "--resume", run_dir.name)
-    assert other.returncode == 2 and "different suite" in other.stderr and "Traceback" not in other.stderr
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    # the suite is the same: the refusal names what differs, the missing --kernels filter
+    assert "--kernels: ['naive'] in the run, none now" in other.stderr, other.stderr
+
+
+def test_a_refused_resume_names_each_difference():
+    from attnbench.results.schema import SuiteInfo
+    from attnbench.runner.resume import resume_refusal
+    from attnbench.suite import load_suite_text
+
+    text = QUICK_SUITE.replace("[full, causal, causal_document, sliding_window_causal]", "[causal]")
+    then = load_suite_text(text, source="quick.yaml", cuda_available=False)
+    recorded = SuiteInfo(name=then.name, profile=then.profile, sha256=then.sha256, document=then.resolved,
+                         filters=then.filters)
+    assert resume_refusal(recorded, then) is None
+    now = load_suite_text(text.replace("min_repeats: 3", "min_repeats: 5").replace("seqlens: [64]", "seqlens: [64, 128]"),
+                          source="quick.yaml", cuda_available=False)
+    refusal = resume_refusal(recorded, now)
+    assert "defaults.budget.min_repeats: 3 in the run, 5 now" in refusal
+    assert "sweep.seqlens: [64] in the run, [64, 128] now" in refusal
+
+
+def test_the_resume_command_is_the_command_with_resume_replaced():
+    from attnbench.cli.app import resume_command_line
+
+    argv = ["run", "my suite.yaml", "--kernels", "naive", "--resume", "old", "--out", "res"]
+    assert resume_command_line(argv, Path("res/run-1")) == (
+        "attnbench run 'my suite.yaml' --kernels naive --out res --resume res/run-1")
+    assert resume_command_line(["run", "s.yaml", "--resume=latest"], Path("r")) == "attnbench run s.yaml --resume r"
 
 
 def test_ctrl_c_finishes_the_current_record_and_exits_130(tmp_path):
@@ -162,6 +190,11 @@ def test_ctrl_c_finishes_the_current_record_and_exits_130(tmp_path):
     assert run.info.state == "interrupted" and run.info.ended_at
     assert 3 <= len(run.records) < 24 and all(r.status is Status.ok for r in run.records)
     assert (run_dir / "tables.md").exists()
+    # what a person needs on the screen: the tables so far, where the run is, how to go on
+    assert "TFLOPs/s: full | forward" in stdout and f"Results: {run_dir}" in stdout
+    assert f"Interrupted after {len(run.records)} of 24 cases" in stdout
+    resume = f"Resume with: attnbench run {suite} --out {out} --resume {run_dir}"
+    assert resume in stdout.splitlines(), stdout
 
 
 def test_two_runs_at_once_into_one_results_folder_do_not_collide(tmp_path):

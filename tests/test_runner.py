@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 
 import pytest
 import torch
@@ -76,11 +77,26 @@ def test_failing_kernels_get_exact_statuses(faulty, ctx, kernel, status, words):
     assert "\n" not in record.reason
 
 
-def test_above_device_peak_is_invalid(ctx):
+def test_above_device_peak_is_invalid(ctx, monkeypatch):
+    import attnbench.measure.device as device
+
+    measured_again = []
+    monkeypatch.setattr(device, "remeasured_peak", lambda dev, dtype: measured_again.append(dtype) or 2e-9)
+    # only float32's own peak judges a float32 case: a huge bf16 peak does not excuse it
+    ctx.peak_tflops.update(float32=1e-9, bfloat16=1e9, float16=1e9)
+    record = execute_case(small_case("sdpa", "causal"), ctx)
+    assert record.status is Status.invalid and measured_again == ["float32"]
+    assert "above this device's float32 peak of 2e-09" in record.reason  # the higher of the two
+
+
+def test_a_calibration_from_a_busy_moment_is_measured_again_before_calling_a_case_impossible(ctx, monkeypatch):
+    import attnbench.measure.device as device
+
+    monkeypatch.setattr(device, "remeasured_peak", lambda dev, dtype: 1e9)  # the machine was busy at first
     ctx.peak_tflops["float32"] = 1e-9
     record = execute_case(small_case("sdpa", "causal"), ctx)
-    assert record.status is Status.invalid
-    assert "above this device's peak" in record.reason
+    assert record.status is Status.ok, record.reason
+    assert ctx.peak_tflops["float32"] == 1e9  # kept for the rest of the run
 
 
 SUITE = """
@@ -123,3 +139,55 @@ def test_wrong_plugin_kernel_marked_invalid_through_the_cli(tmp_path):
     assert by_kernel[("wrong_scale", "causal")]["status"] == "invalid"
     assert by_kernel[("naive", "causal")]["status"] == "ok"
     assert "invalid" in result.stdout
+
+
+# -- predictions and the ETA -----------------------------------------------------------------
+def test_predictions_count_compilation_reference_and_start_up_once_each():
+    from attnbench.kernels import KERNELS
+    from attnbench.masks import build_mask
+    from attnbench.measure.predict import WORKER_START_S, case_cost, sequence_seconds, startup_seconds
+
+    rates = {"float32": 0.1}
+    flex = [small_case("flex", mask, seqlen=256) for mask in ("causal", "causal", "full")]
+    costs = [case_cost(c, KERNELS.get("flex"), build_mask(c.mask.name, 256), rates) for c in flex]
+    seconds = sequence_seconds(flex, costs)
+    compile_s = KERNELS.get("flex").compile_seconds["cpu"]
+    assert compile_s > 0 and costs[0].compile == compile_s
+    start_s = KERNELS.get("flex").compiler_start_seconds["cpu"]
+    # the first case also starts the compiler; the second causal case reuses the first's graph
+    # and reference; the full mask compiles again, with the compiler already started
+    assert seconds[0] == pytest.approx(costs[0].total + start_s) and start_s > 0
+    assert seconds[1] == pytest.approx(costs[1].total - compile_s - costs[1].reference)
+    assert seconds[2] == pytest.approx(costs[2].total)
+    assert startup_seconds(flex) == WORKER_START_S["cpu"] and startup_seconds([]) == 0.0
+    assert sequence_seconds(flex[:1], [None]) == [0.0]  # not attempted: nothing
+
+
+def test_eta_corrects_the_prediction_by_what_finished_cases_took():
+    from attnbench.runner.eta import Eta
+
+    eta = Eta([10.0] * 10)
+    assert eta.remaining_seconds() == pytest.approx(100.0)
+    for i in range(5):  # every case takes twice its prediction
+        eta.finished(i, 20.0)
+    prior = 0.05 * 100
+    assert eta.correction == pytest.approx((prior + 100) / (prior + 50))
+    assert eta.remaining_seconds() == pytest.approx(50 * (prior + 100) / (prior + 50))
+    eta.finished(4, 1000.0)  # a case counts once
+    assert eta.remaining_seconds() == pytest.approx(50 * (prior + 100) / (prior + 50))
+
+
+def test_validate_groups_repeated_reasons_with_counts_and_a_range():
+    from attnbench.cli.screens import not_run_groups
+    from attnbench.runner.plan import plan_case
+    from attnbench.suite import load_suite
+    from tests.helpers import ROOT
+
+    suite = load_suite(ROOT / "suites" / "longctx.yaml", profile="none", cuda_available=False)
+    plan = [plan_case(c, {"float32": 0.1, "float16": 0.1, "bfloat16": 1.0}) for c in suite.cases]
+    rows = not_run_groups(plan)
+    skipped = [p for p in plan if p.action == "skipped"]
+    assert len(skipped) > 100 and len(rows) <= 12  # one row per kernel and reason, not one per case
+    assert sum(n for _, n, _ in rows) == sum(p.action != "run" for p in plan)
+    budget = [reason for _, _, reason in rows if "over the case budget of 300 s" in reason]
+    assert budget and all(re.match(r"predicted \d+-\d+ s, over", reason) for reason in budget)

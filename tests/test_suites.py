@@ -32,12 +32,12 @@ FAKE_MASK_PARAMS = {
     "causal": {},
     "sliding_window": {"window": 1024},
     "sliding_window_causal": {"window": 1024},
-    "full_document": {"distribution": "auto", "seed": 42},
-    "causal_document": {"distribution": "auto", "seed": 42},
-    "share_question": {"distribution": "auto", "seed": 42},
-    "causal_blockwise": {"distribution": "auto", "seed": 42},
+    "full_document": {"distribution": "auto", "seed": 42, "lengths_at": None},
+    "causal_document": {"distribution": "auto", "seed": 42, "lengths_at": None},
+    "share_question": {"distribution": "auto", "seed": 42, "lengths_at": None},
+    "causal_blockwise": {"distribution": "auto", "seed": 42, "lengths_at": None},
     "prefix_lm_causal": {"prefix": None, "seed": 42},
-    "prefix_lm_document": {"distribution": "auto", "seed": 42},
+    "prefix_lm_document": {"distribution": "auto", "seed": 42, "lengths_at": None},
     "global_sliding_window": {"global_tokens": 256, "window": 1024},
     "block_causal_document": {"block": 1024, "seed": 42},
     "causal_sink_window": {"sink": 4, "window": 1024},
@@ -141,7 +141,8 @@ def test_smoke_suite(fake_registries):
     assert {c.pass_ for c in s.cases} == {Pass.forward, Pass.backward}
     # parameters as written, not the family's resolved defaults
     masks = {(c.mask.name, json.dumps(c.mask.params, sort_keys=True)) for c in s.cases}
-    assert masks == {("full", "{}"), ("causal", "{}"), ("causal_document", "{}"), ("sliding_window_causal", '{"window": 64}')}
+    assert masks == {("full", "{}"), ("causal", "{}"), ("causal_document", '{"lengths_at": 8192}'),
+                     ("sliding_window_causal", '{"window": 64}')}
 
 
 def test_longctx_suite_without_profile(fake_registries):

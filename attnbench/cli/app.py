@@ -181,7 +181,24 @@ def run_command(
         loaded = loaded.model_copy(update={"cases": [case.with_timeout(timeout) for case in loaded.cases]})
     follower = cp_launch.multi_node and cp_launch.node_rank != 0  # follows node 0, which resumes
     resume_dir = resolve_run(resume, out) if resume and not follower else None
-    run_with_progress(console, loaded, out, cp_launch=cp_launch, isolate=not inline, resume=resume_dir, threads=threads)
+    argv = list(sys.argv[1:])
+    run_with_progress(console, loaded, out, cp_launch=cp_launch, isolate=not inline, resume=resume_dir, threads=threads,
+                      resume_command=lambda run_dir: resume_command_line(argv, run_dir))
+
+
+def resume_command_line(argv: list[str], run_dir: Path) -> str:
+    """The command that continues `run_dir`: this command's own arguments, `--resume` replaced."""
+    import shlex
+
+    args, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--resume":
+            skip = True
+        elif not arg.startswith("--resume="):
+            args.append(arg)
+    return shlex.join(["attnbench", *args, "--resume", str(run_dir)])
 
 
 # -- show ------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ FORMATS = ("table", "markdown", "json")
 
 def compare_screen(console: Console, base: str, current: str, root: Path, threshold: float, fail_on: str,
                    fmt: str, allow_env_change: bool) -> int:
-    from attnbench.compare import FAIL_ON, compare_runs
+    from attnbench.compare import FAIL_ON, compare_runs, nothing_to_compare
     from attnbench.compare.render import print_comparison, to_json, to_markdown
     from attnbench.results.store import load_run, resolve_run
 
@@ -30,6 +30,9 @@ def compare_screen(console: Console, base: str, current: str, root: Path, thresh
         raise UserError(f"--threshold {threshold}: use a fraction such as 0.05 (5%)")
     base_run = load_run(resolve_run(base, root))
     current_run = load_run(resolve_run(current, root))
+    problem = nothing_to_compare(base_run, current_run)
+    if problem:
+        raise UserError(problem)
     cmp = compare_runs(base_run, current_run, threshold=threshold, allow_env_change=allow_env_change)
     if fmt == "json":
         console.file.write(to_json(cmp, fail_on) + "\n")

@@ -18,41 +18,60 @@ PASS_SHORT = {"forward": "fwd", "backward": "bwd", "forward_backward": "fwd+bwd"
 DTYPE_SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
+def _support_text(s: dict) -> str:
+    """One device's support of a kernel or CP method, as one wrapped paragraph."""
+    masks = "all masks" if s["masks"] == "all" else ", ".join(s["masks"])
+    passes = ", ".join(PASS_SHORT.get(p, p) for p in s["passes"])
+    if s.get("note"):
+        passes += f" ({s['note']})"
+    dtypes = ", ".join(DTYPE_SHORT.get(d, d) for d in s["dtypes"])
+    head_dims = "any head dim" if s["head_dims"] == "any" else "head dim " + ", ".join(map(str, s["head_dims"]))
+    if s.get("max_head_dim"):
+        head_dims += f" (<= {s['max_head_dim']})"
+    return f"{masks}; {passes}; {dtypes}; {head_dims}; GQA {'yes' if s['gqa'] else 'no'}"
+
+
 def print_inventory(console: Console, data: dict) -> None:
+    """Names never wrap or shorten (they are what one types); the long fields wrap in their cell,
+    so the screen reads at 80 columns."""
+    here = data["device"].split(":")[0]
     kernels = RichTable(title=f"Kernels (availability on {data['device']})", title_justify="left")
-    for col in ("kernel", "device", "available", "masks", "passes", "dtypes", "head dim", "GQA"):
-        kernels.add_column(col)
+    kernels.add_column("kernel", no_wrap=True)
+    kernels.add_column("available", ratio=2)
+    kernels.add_column("description", ratio=3, overflow="fold")
     for k in data["kernels"]:
-        for device, s in k["support"].items():
-            here = device == data["device"].split(":")[0]
-            avail = _availability(k["available"], k["reason"]) if here else "-"
-            masks = "all" if s["masks"] == "all" else ", ".join(s["masks"])
-            passes = ", ".join(PASS_SHORT.get(p, p) for p in s["passes"])
-            dtypes = ", ".join(DTYPE_SHORT.get(d, d) for d in s["dtypes"])
-            head_dims = "any" if s["head_dims"] == "any" else ", ".join(map(str, s["head_dims"]))
-            if s.get("max_head_dim"):
-                head_dims += f" (<= {s['max_head_dim']})"
-            passes_cell = Text.assemble(passes, (f" ({s['note']})", "dim")) if s.get("note") else passes
-            kernels.add_row(k["name"], device, avail, masks, passes_cell, dtypes, head_dims, "yes" if s["gqa"] else "no")
-        if data["device"].split(":")[0] not in k["support"]:
-            kernels.add_row(k["name"], data["device"], _availability(False, k["reason"]), "", "", "", "", "")
+        kernels.add_row(Text(k["name"]), _availability(k["available"], k["reason"]), Text(k.get("description", "")))
     console.print(kernels)
+    support = RichTable(title="Kernel support: masks; passes; dtypes; head dims; GQA", title_justify="left")
+    support.add_column("kernel", no_wrap=True)
+    support.add_column("device", no_wrap=True)
+    support.add_column("supports", overflow="fold")
+    for k in data["kernels"]:
+        devices = sorted(k["support"], key=lambda d: (d != here, d))  # this device first
+        for i, device in enumerate(devices):
+            support.add_row(Text(k["name"] if i == 0 else ""), Text(device), Text(_support_text(k["support"][device])))
+        if not devices:
+            support.add_row(Text(k["name"]), Text("-"), Text("no device"))
+    console.print(support)
     masks = RichTable(title="Masks", title_justify="left")
-    for col in ("mask", "kind", "parameters (default)", "description"):
-        masks.add_column(col)
+    masks.add_column("mask", no_wrap=True)
+    masks.add_column("parameters (default)", ratio=2)
+    masks.add_column("description", ratio=3, overflow="fold")
     for m in data["masks"]:
-        kind = "dynamic (per head)" if m["dynamic"] else ("documents" if m["documents"] else "static")
-        params = ", ".join(f"{k}={v}" for k, v in m["params"].items()) or "-"
-        masks.add_row(m["name"], kind, params, m["description"])
+        kind = "dynamic, per head" if m["dynamic"] else ("documents" if m["documents"] else "static")
+        params = ", ".join(f"{k}={'unset' if v is None else v}" for k, v in m["params"].items()) or "-"
+        masks.add_row(Text(m["name"]), Text(params), Text.assemble((f"{kind}: ", "dim"), m["description"]))
     console.print(masks)
     if data["cp_methods"]:
         cp = RichTable(title=f"Context-parallel methods (availability on {data['device']})", title_justify="left")
-        for col in ("method", "available", "parameters", "description"):
-            cp.add_column(col)
+        cp.add_column("method", no_wrap=True)
+        cp.add_column("available", ratio=2)
+        cp.add_column("parameters", ratio=1)
+        cp.add_column("description", ratio=3, overflow="fold")
         for method in data["cp_methods"]:
             avail = _availability(method.get("available"), method.get("reason") or "unavailable")
             params = ", ".join(method.get("params") or {}) or "-"
-            cp.add_row(method["name"], avail, params, method.get("description", ""))
+            cp.add_row(Text(method["name"]), avail, Text(params), Text(method.get("description", "")))
         console.print(cp)
     else:
         console.print("Context-parallel methods: none registered yet")
@@ -102,15 +121,53 @@ def _header(console: Console, suite, cp_launch=None) -> None:
         console.print(f"  context parallel: {(cp_launch or LaunchOptions()).describe()}")
 
 
+def duration_text(seconds: float) -> str:
+    """A duration a person reads: 45 s, 3.2 min, 1 h 05 min."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+def not_run_groups(plan) -> list[tuple[str, int, str]]:
+    """(kernel, case count, reason) of the cases that will not run, one row per reason: skipped
+    cases predicted over the same limit form one row, their predictions as a range."""
+    groups: dict[tuple, list] = {}
+    for p in plan:
+        if p.action == "run":
+            continue
+        kernel = p.case.kernel if p.case.cp is None else f"{p.case.cp.method} ({p.case.kernel})"
+        over = p.overrun
+        key = (kernel, over.resource, over.limit) if over is not None else (kernel, p.reason or "")
+        groups.setdefault(key, []).append(p)
+    rows = []
+    for key, members in groups.items():
+        over = members[0].overrun
+        if over is not None:
+            values = [m.overrun.predicted for m in members]
+            reason = over.describe(min(values), max(values))
+        else:
+            reason = key[1]
+        rows.append((key[0], len(members), reason))
+    return sorted(rows, key=lambda row: (row[0], -row[1]))
+
+
 def print_plan(console: Console, suite, plan) -> None:
+    from attnbench.runner.plan import predicted_run_seconds
+
     _header(console, suite)
     actions = Counter(p.action for p in plan)
-    total = sum(p.prediction.case_seconds or 0 for p in plan if p.action == "run" and p.prediction)
+    startup, cases = predicted_run_seconds(plan)
     console.print(
         f"  to run: {actions.get('run', 0)}, unsupported: {actions.get('unsupported', 0)}, "
         f"skipped (predicted over budget or memory): {actions.get('skipped', 0)}"
     )
-    console.print(f"  predicted duration: about {total / 60:.1f} min (prediction from FLOPs and a quick calibration)")
+    start = f" + {duration_text(startup)} worker start-up" if startup else ""
+    console.print(
+        f"  predicted duration: about {duration_text(startup + cases)} ({duration_text(cases)} of cases{start}; "
+        "README: How numbers are made, Prediction)"
+    )
     cp_run = [p.case for p in plan if p.action == "run" and p.case.cp is not None and p.case.check_accuracy]
     sampled = [c for c in cp_run if c.cp.check_rows is not None]
     if cp_run:
@@ -120,63 +177,118 @@ def print_plan(console: Console, suite, plan) -> None:
             line += (f", {len(sampled)} sampled (the full check predicted over half of budget.case_seconds; "
                      f"{min(fractions):.2%} to {max(fractions):.2%} of the query rows checked exactly)")
         console.print(line)
-    reasons = Counter(
-        (p.case.kernel if p.case.cp is None else f"{p.case.cp.method} ({p.case.kernel})", p.reason)
-        for p in plan
-        if p.action != "run"
-    )
-    if reasons:
+    rows = not_run_groups(plan)
+    if rows:
         table = RichTable(title="Not run", title_justify="left")
-        table.add_column("kernel")
+        table.add_column("kernel", no_wrap=True)
         table.add_column("cases", justify="right")
         table.add_column("reason")
-        for (kernel, reason), count in sorted(reasons.items(), key=lambda kv: (kv[0][0], -kv[1])):
-            table.add_row(kernel, str(count), reason or "")
+        for kernel, count, reason in rows:
+            table.add_row(kernel, str(count), reason)
         console.print(table)
 
 
 def run_with_progress(console: Console, suite, out_root: Path, cp_launch=None, *, isolate: bool = True,
-                      resume: Path | None = None, threads: int | None = None) -> Path | None:
+                      resume: Path | None = None, threads: int | None = None, resume_command=None) -> Path | None:
+    """Run `suite` with a progress bar and an ETA (on a terminal) or one plain line per finished
+    case (a log, a pipe), then print the tables. On Ctrl-C: the tables so far, the run's folder
+    and the command that resumes it (`resume_command(run_dir)`), then KeyboardInterrupt again.
+    A node other than 0 of a multi-node CP run returns None (node 0 has the records)."""
+    import time
+
     from attnbench.results.store import load_run
-    from attnbench.runner.run import RunEvents, run_suite
+    from attnbench.runner.eta import Eta
+    from attnbench.measure.predict import startup_seconds
+    from attnbench.runner.run import RunEvents, RunInterrupted, run_suite
 
     _header(console, suite, cp_launch)
-    counts: Counter = Counter()
+    if resume is not None:
+        console.print(Text(f"Resuming {resume}"))
+    plain = not console.is_terminal
+    started = time.monotonic()
+    state: dict = {"eta": None, "count": 0, "case_started": started, "done": 0, "counts": Counter()}
     with Progress(
         plain_text_column("{task.description}", style="progress.description"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        plain_text_column("{task.fields[eta]}"),
         console=console,
         transient=True,
+        disable=plain,
     ) as progress:
-        task = progress.add_task("starting", total=None)
+        task = progress.add_task("starting the worker", total=None, eta="")
 
         def on_start(info, count):
+            state["count"] = count
             progress.update(task, total=count)
 
+        def on_plan(predicted):
+            eta = state["eta"] = Eta(predicted, startup_seconds(list(suite.cases)))
+            console.print(Text(f"  predicted: about {duration_text(eta.total_seconds())} "
+                               f"(corrected as cases finish)"))
+            progress.update(task, eta=f"about {duration_text(eta.remaining_seconds())} left")
+
         def on_case_start(index, case):
+            state["case_started"] = time.monotonic()
             progress.update(task, description=case.label())
 
         def on_record(index, record):
-            counts[record.status.value] += 1
-            progress.advance(task)
+            seconds = time.monotonic() - state["case_started"]
+            state["done"] += 1
+            state["counts"][record.status.value] += 1
+            eta = state["eta"]
+            left = ""
+            if eta is not None:
+                eta.finished(index, seconds)
+                left = f"about {duration_text(eta.remaining_seconds())} left"
+            progress.update(task, advance=1, eta=left)
+            if plain:
+                console.print(Text(case_line(state["done"], state["count"], record, seconds, left)), soft_wrap=True)
 
         def on_notice(text):
             progress.console.print(Text(text, style="yellow"))
 
-        events = RunEvents(on_start=on_start, on_case_start=on_case_start, on_record=on_record, on_notice=on_notice)
-        if resume is not None:
-            console.print(f"Resuming {resume}")
-        run_dir = run_suite(suite, out_root, events, cp_launch=cp_launch, isolate=isolate, resume=resume, threads=threads)
+        events = RunEvents(on_start=on_start, on_case_start=on_case_start, on_record=on_record,
+                           on_notice=on_notice, on_plan=on_plan)
+        try:
+            run_dir = run_suite(suite, out_root, events, cp_launch=cp_launch, isolate=isolate, resume=resume,
+                                threads=threads)
+        except RunInterrupted as stop:
+            progress.stop()
+            run = load_run(stop.run_dir)
+            print_run(console, run)
+            console.print(Text(f"Interrupted after {len(run.records)} of {run.info.case_count} cases; "
+                               f"every finished case is in {stop.run_dir}"), soft_wrap=True)
+            if resume_command is not None:  # one line, whatever the width: it is copied and pasted
+                console.print(Text(f"Resume with: {resume_command(stop.run_dir)}"), soft_wrap=True)
+            raise
     if run_dir is None:  # a node other than 0: it took part, node 0 has the records
+        counts = state["counts"]
         took = sum(counts.values())
         failed = took - counts.get("ok", 0)
         console.print(f"node {cp_launch.node_rank} of {cp_launch.nnodes} took part in {took} CP cases"
                       f"{f' ({failed} ended badly here)' if failed else ''}; node 0 writes the records and tables")
         return None
     print_run(console, load_run(run_dir))
+    took = time.monotonic() - started
+    eta = state["eta"]
+    predicted = f" (predicted {duration_text(eta.total_seconds())})" if eta is not None else ""
+    console.print(Text(f"Took {duration_text(took)}{predicted}"))
     return run_dir
+
+
+def case_line(done: int, count: int, record, seconds: float, left: str) -> str:
+    """One finished case, for logs: `[ 12/364] ok  naive causal S=512 ...: 0.0771 TFLOPs/s in 1.2 s; about 9 min left`."""
+    from attnbench.results.tables import significant
+
+    width = len(str(count))
+    if record.status.value == "ok" and record.tflops is not None:
+        what = f"{significant(record.tflops)} TFLOPs/s"
+    else:
+        what = record.reason or ""
+    tail = f"; {left}" if left else ""
+    return f"[{done:>{width}}/{count}] {record.status.value:<11} {record.case.label()}: {what} in {seconds:.1f} s{tail}"
 
 
 def print_run(console: Console, run) -> None:
@@ -200,4 +312,4 @@ def print_run(console: Console, run) -> None:
         console.print(Text.assemble("  ", (r.status.value, "red"), f" {r.case.label()}: {r.reason}"))
     if len(problems) > 20:
         console.print(f"  ... and {len(problems) - 20} more (see records.jsonl)")
-    console.print(f"Results: {run.path}")
+    console.print(Text(f"Results: {run.path}"), soft_wrap=True)  # a path, never broken across lines

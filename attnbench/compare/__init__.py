@@ -2,6 +2,7 @@
 
 Public API:
     compare_runs(base, current, threshold=0.05, allow_env_change=False) -> Comparison
+    nothing_to_compare(base, current) -> why not at all (same run, no case in common), or None
     State, Comparison, CaseComparison
     render: print_comparison (rich), to_markdown, to_json
 Reads records only; never imports a kernel.
@@ -15,6 +16,7 @@ from attnbench.compare.core import (
     Comparison,
     State,
     compare_runs,
+    nothing_to_compare,
     significance,
 )
 
@@ -26,5 +28,6 @@ __all__ = [
     "Comparison",
     "State",
     "compare_runs",
+    "nothing_to_compare",
     "significance",
 ]

@@ -385,6 +385,23 @@ def geometric_means(cases: list[CaseComparison]) -> dict[str, dict[str, float]]:
     return {g: {"ratio": math.exp(sum(v) / len(v)), "cases": len(v)} for g, v in sorted(logs.items())}
 
 
+def nothing_to_compare(base: LoadedRun, current: LoadedRun) -> Optional[str]:
+    """Why these two runs cannot be compared at all (the same run twice, no case in common), or None."""
+    if base.path.resolve() == current.path.resolve() or base.info.run_id == current.info.run_id:
+        return (f"BASE and CURRENT are the same run, {current.info.run_id}: nothing to compare "
+                "(e.g. `attnbench compare latest~1 latest`)")
+    in_base = {r.case_id for r in base.records}
+    in_current = {r.case_id for r in current.records}
+    if in_base and in_current and not in_base & in_current:
+        def side(run: LoadedRun, n: int) -> str:
+            suite = run.info.suite
+            what = f"suite {suite.name!r}" + (f", profile {suite.profile}" if suite.profile else "")
+            return f"{run.info.run_id} has {n} case(s) of {what}" + (f", filters {suite.filters}" if suite.filters else "")
+        return (f"no case in common: {side(base, len(in_base))}; {side(current, len(in_current))}. "
+                "Compare runs of the same suite, profile and filters")
+    return None
+
+
 def compare_runs(
     base: LoadedRun,
     current: LoadedRun,

@@ -98,7 +98,10 @@ def execute_cp_case(case: Case, ctx: Any, options: Optional[LaunchOptions] = Non
             else:
                 case = with_check_rows(case, matmul_rates(ctx, case.device))
                 status, reason, detail = record_fields(case, launch_case(case, options), options, fields)
-                status, reason = above_peak(status, reason, fields.get("tflops"), getattr(ctx, "peak_tflops", {}).get(case.dtype))
+                from attnbench.measure.device import checked_peak
+
+                peak = checked_peak(getattr(ctx, "peak_tflops", {}), case.device, case.dtype, fields.get("tflops"))
+                status, reason = above_peak(status, reason, fields.get("tflops"), peak)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # the harness's own failure must not stop the suite either
@@ -164,7 +167,7 @@ def _launch_verdict(result: LaunchResult, options: LaunchOptions, fields: dict[s
 def above_peak(status: Status, reason: Optional[str], per_gpu_tflops: Optional[float], peak: Optional[float]):
     """A per-GPU figure above one device's peak cannot be real: the record is invalid."""
     if status is Status.ok and per_gpu_tflops is not None and peak is not None and per_gpu_tflops > peak:
-        return Status.invalid, f"{per_gpu_tflops:.1f} TFLOPs/s per GPU is above this device's peak of {peak:.1f}: impossible"
+        return Status.invalid, f"{per_gpu_tflops:.3g} TFLOPs/s per GPU is above this device's peak of {peak:.3g} for the dtype: impossible"
     return status, reason
 
 

@@ -18,6 +18,12 @@ path has at those positions), and:
    kernel switched off (communication only), for the overlap figures;
 5. peak memory of one iteration on every rank.
 
+A hostile local kernel cannot make an ``ok`` of a wrong number: the outputs of the last timed
+iteration are compared with those of the checked run (within the case's tolerance), the
+rank's input shards are fingerprinted (attnbench.measure.integrity) before the first call and
+checked after the last, and a reset of the memory high-water mark during the measured call is
+detected. Any of these on any rank makes the record invalid, naming the rank.
+
 Rank 0 returns the :class:`RankOutcome`; other ranks return None. Unsupported cases are
 decided identically on every rank (no communication). Exceptions propagate (the launcher
 records them) except out-of-memory, which becomes status oom.
@@ -105,6 +111,7 @@ def _run(case: Case, method, rank: int, world: int, timed: bool) -> RankOutcome 
     from attnbench.kernels import KERNELS
     from attnbench.masks import build_mask
     from attnbench.measure.flops import attention_flops
+    from attnbench.measure.integrity import fingerprints
     from attnbench.measure.memory import measure_peak_memory
 
     s = case.shape
@@ -116,6 +123,8 @@ def _run(case: Case, method, rank: int, world: int, timed: bool) -> RankOutcome 
     needs_grad = case.pass_.needs_grad
     leaves = [t.detach().requires_grad_(needs_grad) for t in (tensors.q, tensors.k, tensors.v)]
     grad_out = tensors.grad_out
+    inputs = _named_inputs(tensors)
+    prints = fingerprints(inputs)  # before any kernel sees them
     counter = CommCounter()
     switches = Switches()
     ctx = CPContext(
@@ -141,12 +150,14 @@ def _run(case: Case, method, rank: int, world: int, timed: bool) -> RankOutcome 
     flops = attention_flops(batch=s.batch, heads_q=s.heads_q, head_dim=s.head_dim, area=mask.area, pass_=case.pass_)
     fields["flops"] = flops
     status, reason = Status.ok, None
+    checked: dict[str, torch.Tensor] = {}  # the checked run's outputs, for the timed-call comparison
 
     with run.scope():
         # 1. accuracy
         if case.check_accuracy:
             counter.enabled = False
-            accuracy = _accuracy(case, mask, plan.layout, rank, world, tensors, leaves, forward, backward, scale, device)
+            accuracy = _accuracy(case, mask, plan.layout, rank, world, tensors, leaves, forward, backward, scale, device,
+                                 checked=checked)
             if rank == 0:
                 fields["accuracy"] = accuracy
                 if not accuracy.ok:
@@ -173,10 +184,10 @@ def _run(case: Case, method, rank: int, world: int, timed: bool) -> RankOutcome 
             del out
 
         # 4. timing: the case as it is, then compute only and communication only
-        samples, warmup, alone, memory = [], 0, {}, None
+        samples, warmup, alone, memory, last = [], 0, {}, None, {}
         if timed:
             iteration = _timed_iteration(case.pass_, forward, backward, full_pass, device)
-            samples, warmup = _time(iteration, case, device)
+            samples, warmup = _time(iteration, case, device, last=last)
             if method.separable:
                 for name, (communicate, compute) in {"compute": (False, True), "communication": (True, False)}.items():
                     switches.communicate, switches.compute = communicate, compute
@@ -186,11 +197,19 @@ def _run(case: Case, method, rank: int, world: int, timed: bool) -> RankOutcome 
             # 5. memory
             memory = measure_peak_memory(full_pass, device=device)
 
+    problems = _hostile_signs(case, world, checked, last, inputs, prints, memory)
+    del checked, last
     gathered = [None] * world
-    mine = {"samples": samples, "alone": alone, "counts": counts, "peak": memory and memory.peak_bytes, "kept": kept}
+    mine = {"samples": samples, "alone": alone, "counts": counts, "peak": memory and memory.peak_bytes, "kept": kept,
+            "problems": problems}
     dist.all_gather_object(gathered, mine)
     if rank != 0:
         return None
+    flagged = [(r, g["problems"][0]) for r, g in enumerate(gathered) if g["problems"]]
+    if flagged and status is Status.ok:
+        r, what = flagged[0]
+        others = f" (and {len(flagged) - 1} other rank(s))" if len(flagged) > 1 else ""
+        status, reason = Status.invalid, f"rank {r}: {what}{others}"
     if not timed:
         return RankOutcome(status=status, reason=reason, **fields, cp=_cp_result(
             method, case, plan, mask, world, gathered, counts, median=None, tflops=None))
@@ -207,7 +226,8 @@ def _run(case: Case, method, rank: int, world: int, timed: bool) -> RankOutcome 
             samples_s=[float(x) for x in per_iteration],
         ),
         tflops=tflops,
-        memory=Memory(peak_bytes=max((p for p in peaks if p is not None), default=None), method=memory.method),
+        memory=Memory(peak_bytes=max((p for p in peaks if p is not None), default=None), method=memory.method,
+                      watched_by=memory.watched_by),
         cp=_cp_result(method, case, plan, mask, world, gathered, counts, median=median, tflops=tflops),
     )
     return RankOutcome(status=status, reason=reason, **fields)
@@ -258,9 +278,11 @@ def _overlap(total_s: float, gathered: list[dict]) -> CPOverlap:
                      communication_samples_s=[float(x) for x in communication])
 
 
-def _accuracy(case, mask, layout, rank, world, tensors, leaves, forward, backward, scale, device) -> Accuracy | None:
+def _accuracy(case, mask, layout, rank, world, tensors, leaves, forward, backward, scale, device,
+              checked: dict) -> Accuracy | None:
     """Run the method once with the lse (and backward), check it with the distributed reference;
-    every rank takes part, rank 0 gets the Accuracy."""
+    every rank takes part, rank 0 gets the Accuracy. The checked outputs that a timed call
+    can be compared with go into ``checked`` (out; dq, dk, dv when every row was checked)."""
     from attnbench.cp import check
     from attnbench.tolerance import tolerances
 
@@ -279,6 +301,9 @@ def _accuracy(case, mask, layout, rank, world, tensors, leaves, forward, backwar
     if needs_grad:
         actual.update(zip(("dq", "dk", "dv"), backward(out, dout)))
     del out, lse
+    checked["out"] = actual["out"]
+    if needs_grad and len(rows) == local:  # a sampled check's gradients are of a masked loss
+        checked.update((name, actual[name]) for name in ("dq", "dk", "dv"))
     shards = check.Shards(q=tensors.q, k=tensors.k, v=tensors.v, grad_out=dout, actual=actual)
     reference = check.reference_of_rows(mask, layout, rank, rows, shards, scale, needs_grad)
     sums = check.reduce_errors(check.local_errors(reference, shards, rows), device)
@@ -306,32 +331,82 @@ def _accuracy(case, mask, layout, rank, world, tensors, leaves, forward, backwar
     )
 
 
-def _timed_iteration(pass_: Pass, forward, backward, full_pass, device) -> Callable[[], float]:
-    """One iteration returning this rank's seconds: a barrier, then the timed region."""
+def _timed_iteration(pass_: Pass, forward, backward, full_pass, device) -> Callable[..., float]:
+    """One iteration returning this rank's seconds: a barrier, then the timed region.
+    ``iteration(keep)`` with a dict puts what the timed region returned into it by name
+    (out; dq, dk, dv), outside the timed region."""
     cuda = device.type == "cuda"
 
-    def region(setup, body) -> float:
+    def region(setup, body, keep: dict | None) -> float:
         arg = setup() if setup is not None else None
         _sync(device)
         dist.barrier()
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            body(arg)
+            result = body(arg)
             end.record()
             end.synchronize()
-            return start.elapsed_time(end) / 1e3
-        t0 = time.perf_counter()
-        body(arg)
-        return time.perf_counter() - t0
+            seconds = start.elapsed_time(end) / 1e3
+        else:
+            t0 = time.perf_counter()
+            result = body(arg)
+            seconds = time.perf_counter() - t0
+        if keep is not None:
+            keep.update(_named_outputs(pass_, arg, result))
+        return seconds
 
     if pass_ is Pass.backward:
-        return lambda: region(lambda: forward()[0], backward)
-    return lambda: region(None, lambda _: full_pass())
+        return lambda keep=None: region(lambda: forward()[0], backward, keep)
+    return lambda keep=None: region(None, lambda _: full_pass(), keep)
 
 
-def _time(iteration: Callable[[], float], case: Case, device) -> tuple[list[float], int]:
-    """(this rank's timed samples, warm-up count); counts agreed by every rank."""
+def _named_outputs(pass_: Pass, setup_result, result) -> dict[str, torch.Tensor]:
+    if pass_ is Pass.forward:
+        return {"out": result.detach()}
+    named = dict(zip(("dq", "dk", "dv"), result))
+    if pass_ is Pass.backward:
+        named["out"] = setup_result.detach()
+    return named
+
+
+def _named_inputs(tensors) -> dict[str, torch.Tensor]:
+    named = {"q": tensors.q, "k": tensors.k, "v": tensors.v}
+    if tensors.grad_out is not None:
+        named["grad_out"] = tensors.grad_out
+    return named
+
+
+def _hostile_signs(case: Case, world: int, checked: dict, last: dict, inputs: dict, prints: dict, memory) -> list[str]:
+    """What this rank saw that makes its numbers untrustworthy (empty: nothing)."""
+    from attnbench.cp import check
+    from attnbench.measure.integrity import changed
+    from attnbench.tolerance import tolerances
+
+    problems = []
+    mutated = changed(inputs, prints)
+    if mutated:
+        problems.append(f"the local kernel changed its input shards in place ({', '.join(mutated)})")
+    limits = tolerances(case.device, case.dtype, case.shape.head_dim)
+    factor = check.tolerance_factor(world)
+    for name in sorted(set(checked) & set(last)):
+        a, b = last[name].double(), checked[name].double()
+        scale = float(b.norm())
+        diff = float((a - b).norm())
+        rel = diff / scale if scale > 0 else diff
+        tol = limits.get(name, 0.0) * factor
+        if not math.isfinite(rel) or rel > tol:
+            problems.append(f"{name} of the last timed iteration differs from the checked run "
+                            f"(relative L2 {rel:.3g} > tolerance {tol:.3g})")
+            break
+    if memory is not None and memory.hwm_reset:
+        problems.append("the memory high-water mark was reset during the measured call (/proc/self/clear_refs)")
+    return problems
+
+
+def _time(iteration: Callable[..., float], case: Case, device, last: dict | None = None) -> tuple[list[float], int]:
+    """(this rank's timed samples, warm-up count); counts agreed by every rank. The last timed
+    iteration's outputs go into ``last`` when given."""
     from attnbench.measure.timing import plan_iterations
 
     estimate = [iteration() for _ in range(2)]
@@ -341,4 +416,5 @@ def _time(iteration: Callable[[], float], case: Case, device) -> tuple[list[floa
     warmup = max(0, warmup - len(estimate))
     for _ in range(warmup):
         iteration()
-    return [iteration() for _ in range(repeats)], warmup
+    samples = [iteration() for _ in range(repeats - 1)]
+    return samples + [iteration(last)], warmup

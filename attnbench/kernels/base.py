@@ -66,6 +66,15 @@ class Kernel(DeclaredSupport):
     #: only the mask's area. Used to predict run time before a case is attempted.
     work: ClassVar[str] = "sparse"
     memory: ClassVar[MemoryModel] = MemoryModel()
+    #: device type -> seconds the first call of a new graph spends compiling (kernels that
+    #: compile; a run pays it once per shape, dtype, pass and mask family: measure.predict)
+    compile_seconds: ClassVar[dict[str, float]] = {}
+    #: device type -> seconds the first compilation in a process adds (the compiler's own
+    #: imports and start; a run pays it once)
+    compiler_start_seconds: ClassVar[dict[str, float]] = {}
+    #: other names people type for this kernel ("flash_attn2" for fa2): an unknown name that
+    #: matches one (case, "-" and "_" aside) is answered with "did you mean" this kernel
+    aliases: ClassVar[tuple[str, ...]] = ()
 
     def unsupported_reason(self, case: Case) -> str | None:
         return self.support_reason(case)

@@ -110,3 +110,23 @@ def starts_from_lengths(lengths: np.ndarray) -> np.ndarray:
 
 def sample_doc_starts(seqlen: int, distribution: str, seed: int) -> np.ndarray:
     return starts_from_lengths(sample_lengths(seqlen, distribution, seed))
+
+
+#: the longest sequence a partition may be drawn for and scaled down from (its documents are
+#: held in memory: about lengths_at / 1000 of them)
+MAX_LENGTHS_AT = 1 << 24
+
+
+def scaled_doc_starts(starts: np.ndarray, seqlen: int) -> np.ndarray:
+    """Document starts ``[0, ..., R]`` of an R-token partition mapped onto ``[0, S]``.
+
+    Each boundary moves to ``round(b * S / R)``; documents that become empty (shorter than
+    R / S tokens before scaling) merge into the next one, so every document keeps >= 1 token.
+    R == S returns the partition unchanged (the spec's draw for S itself).
+    """
+    drawn_for = int(starts[-1])
+    if drawn_for == seqlen:
+        return starts
+    scaled = np.rint(starts.astype(np.float64) * (seqlen / drawn_for)).astype(np.int64)
+    scaled[0], scaled[-1] = 0, seqlen
+    return np.unique(scaled)

@@ -34,6 +34,7 @@ figcaption { font-size: 0.85em; color: #57606a; }
 .s-incomparable { background: #fbefff; } .s-added, .s-removed { background: #fff8c5; }
 .warn { color: #9a6700; } .muted { color: #6e7781; } code { font-size: 0.92em; }
 svg.spark { vertical-align: middle; }
+table.matrix { max-width: 100%; } table.matrix th { overflow-wrap: anywhere; }
 """
 
 
@@ -202,9 +203,9 @@ def _support_section(run: LoadedRun) -> str:
             reasons[(r.case.kernel, r.case.mask.label())].append(f"{r.status.value}: {r.reason}")
     failures = {"oom", "error", "invalid", "timeout"}
     rows = []
-    for kernel in kernels:
-        row = [f"<th>{esc(kernel)}</th>"]
-        for mask in masks:
+    for mask in masks:  # masks down, kernels across: labels wrap, so the matrix fits the page width
+        row = [f"<th>{_breakable(mask)}</th>"]
+        for kernel in kernels:
             counts = cells.get((kernel, mask))
             if not counts:
                 row.append('<td class="na">-</td>')
@@ -223,11 +224,18 @@ def _support_section(run: LoadedRun) -> str:
             tip = "; ".join(dict.fromkeys(reasons.get((kernel, mask), [])))
             row.append(f'<td class="{cls}" title="{esc(tip)}">{esc(label)}</td>')
         rows.append("<tr>" + "".join(row) + "</tr>")
-    head = "<tr><th>kernel \\ mask</th>" + "".join(f"<th>{esc(m)}</th>" for m in masks) + "</tr>"
+    head = "<tr><th>mask \\ kernel</th>" + "".join(f"<th>{_breakable(k)}</th>" for k in kernels) + "</tr>"
     return ("<h2>Support matrix</h2>"
-            f'<p class="muted">Kernel x mask from the statuses of run {esc(run.info.run_id)} '
+            f'<p class="muted">Mask x kernel from the statuses of run {esc(run.info.run_id)} '
             "(all seqlens, dtypes and passes; hover a cell for the reasons).</p>"
-            f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>")
+            f'<table class="matrix"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+def _breakable(label: str) -> str:
+    """`label` escaped, with line-break opportunities after "_" and "," and before "(": a long
+    mask or kernel name wraps in its cell instead of widening the table past the page."""
+    text = esc(label)
+    return text.replace("_", "_<wbr>").replace(",", ",<wbr>").replace("(", "<wbr>(")
 
 
 def _masks_section(run: LoadedRun) -> str:

@@ -1,7 +1,9 @@
 """Tables of a run, like the paper's figures: one per (mask, pass), seqlen rows, kernel columns.
 
-Cells hold TFLOPs/s; a case that did not produce a trustworthy number shows its status
-as a word (OOM, unsupported, invalid, ...), never a sentinel number.
+Cells hold TFLOPs/s with three significant figures (a CPU's 0.0771 is a number, not 0.00);
+a case that did not produce a trustworthy number shows its status as a word (OOM,
+unsupported, invalid, ...), never a sentinel number. Where the samples of a case are
+spread wide (p80/p20 over :data:`WIDE_SPREAD`), the cell says by how much (``1.79 ±18%``).
 
 Context-parallel records (``case.cp``) get their own tables: per (mask, pass) world-size
 rows and method columns of per-GPU TFLOPs/s, then imbalance, communication and overlap
@@ -10,7 +12,8 @@ rows and method columns of per-GPU TFLOPs/s, then imbalance, communication and o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +44,7 @@ def records_frame(records: list[Record]) -> pd.DataFrame:
             {
                 "kernel": c.kernel,
                 "mask": c.mask.label(),
+                "mask_title": _mask_title(c.mask),
                 "seqlen": c.shape.seqlen,
                 "batch": c.shape.batch,
                 "heads_q": c.shape.heads_q,
@@ -65,6 +69,13 @@ def records_frame(records: list[Record]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _mask_title(mask) -> str:
+    """The mask label with spaces a table can wrap at: ``global_sliding_window (global_tokens=64, window=256)``."""
+    if not mask.params:
+        return mask.name
+    return f"{mask.name} (" + ", ".join(f"{k}={v}" for k, v in sorted(mask.params.items())) + ")"
 
 
 CP_COLUMNS = (
@@ -123,10 +134,33 @@ def _cp_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["cp_method"].notna()] if "cp_method" in frame.columns else frame.iloc[0:0]
 
 
-def cell(status: str, value: float | None, digits: int = 2) -> str:
+#: p80/p20 - 1 above which a cell shows the spread of its samples
+WIDE_SPREAD = 0.2
+SPREAD_NOTE = (f"±N%: half the p20-p80 range of the samples, relative to the median; shown where "
+               f"p80/p20 exceeds {1 + WIDE_SPREAD:g} (a noisy measurement)")
+
+
+def significant(value: float, digits: int = 3) -> str:
+    """`value` with `digits` significant figures in plain notation: 1.79, 0.0771, 245, 12345."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    magnitude = math.floor(math.log10(abs(value)))
+    return f"{value:.{max(0, digits - 1 - magnitude)}f}"
+
+
+def spread_suffix(median: float | None, p20: float | None, p80: float | None) -> str:
+    """`` ±N%`` where the samples are spread wide (see :data:`WIDE_SPREAD`), else ``""``."""
+    if not all(isinstance(x, (int, float)) and math.isfinite(x) and x > 0 for x in (median, p20, p80)):
+        return ""
+    if p80 / p20 - 1.0 <= WIDE_SPREAD:
+        return ""
+    return f" ±{(p80 - p20) / (2 * median):.0%}"
+
+
+def cell(status: str, value: float | None) -> str:
     state = Status(status)
-    if state is Status.ok and value is not None:
-        return f"{value:.{digits}f}"
+    if state is Status.ok and value is not None and value == value:
+        return significant(float(value))
     if state is Status.ok:
         return "n/a"
     return STATUS_WORDS[state]
@@ -136,6 +170,7 @@ def cell(status: str, value: float | None, digits: int = 2) -> str:
 class Table:
     title: str
     frame: pd.DataFrame  # string cells, index = row label
+    notes: list[str] = field(default_factory=list)  # printed under the table (legends)
 
 
 def never_run(frame: pd.DataFrame) -> dict[str, str]:
@@ -168,16 +203,32 @@ def performance_tables(frame: pd.DataFrame) -> list[Table]:
     for keys, group in frame.groupby(group_cols, sort=False):
         keys = dict(zip(group_cols, keys if isinstance(keys, tuple) else (keys,)))
         grid = {}
+        spread = False
         for _, row in group.iterrows():
-            grid.setdefault(row["seqlen"], {})[row["kernel"]] = cell(row["status"], row["tflops"])
+            text = cell(row["status"], row["tflops"])
+            if row["status"] == "ok":
+                suffix = spread_suffix(row["median_ms"], row["p20_ms"], row["p80_ms"])
+                text, spread = text + suffix, spread or bool(suffix)
+            grid.setdefault(row["seqlen"], {})[row["kernel"]] = text
         table = pd.DataFrame.from_dict(grid, orient="index").reindex(columns=[k for k in kernels if k in set(group["kernel"])])
         table.index.name = "seqlen"
-        tables.append(Table(f"TFLOPs/s: {_group_title(keys)}", table.sort_index().fillna("")))
+        tables.append(Table(f"TFLOPs/s: {_group_title(keys)}", table.sort_index().fillna(""), [SPREAD_NOTE] if spread else []))
     return tables
 
 
+def byte_size(n: float) -> str:
+    """Bytes in a binary unit with three significant figures: 0, 512 B, 4.00 KiB, 2.88 MiB, 1.25 GiB."""
+    if n == 0:
+        return "0"
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{significant(n / scale)} {unit}"
+    return f"{n:.0f} B"
+
+
 def memory_tables(frame: pd.DataFrame) -> list[Table]:
-    """Peak memory (MiB) per pass: (mask, seqlen) x kernel."""
+    """Peak memory per pass: (mask, seqlen) rows x kernel columns. The mask and the length are
+    two columns, so a long mask label wraps inside its own cell, never into a false row."""
     if frame.empty:
         return []
     frame = _kernel_rows(frame)
@@ -190,14 +241,16 @@ def memory_tables(frame: pd.DataFrame) -> list[Table]:
         grid = {}
         for _, row in group.iterrows():
             value = row["peak_mib"] if row["status"] in ("ok", "invalid") else None
-            text = cell("ok", value, 1) if value is not None and value == value else cell(row["status"], None)
+            text = byte_size(value * 2**20) if value is not None and value == value else cell(row["status"], None)
             if row["status"] == "invalid" and value is not None:
                 text += " (invalid)"
-            grid.setdefault((row["mask"], row["seqlen"]), {})[row["kernel"]] = text
+            grid.setdefault((row["mask_title"], row["seqlen"]), {})[row["kernel"]] = text
         table = pd.DataFrame.from_dict(grid, orient="index").reindex(columns=kernels).fillna("")
-        table.index = [f"{m} S={s}" for m, s in table.index]
+        table.insert(0, "S", [str(s) for _, s in table.index])
+        table.index = [m for m, _ in table.index]
+        table.index.name = "mask"
         method = ", ".join(sorted(set(group["memory_method"].dropna()))) or "n/a"
-        tables.append(Table(f"Peak memory MiB ({method}): {pass_name}", table))
+        tables.append(Table(f"Peak memory ({method}): {pass_name}", table))
     return tables
 
 
@@ -248,8 +301,6 @@ def cp_performance_tables(frame: pd.DataFrame) -> list[Table]:
             rate = row["per_gpu_tflops"]
             rate = None if rate is None or rate != rate else float(rate)
             text = cell(row["status"], rate)
-            if row["status"] == "ok" and rate is not None:
-                text = f"{rate:.0f}" if rate >= 1000 else f"{rate:.3g}"  # CPU rates are tiny: significant digits
             grid.setdefault(int(row["world_size"]), {})[row["cp_method"]] = text
         present = set(group["cp_method"])
         table = pd.DataFrame.from_dict(grid, orient="index").reindex(columns=[m for m in methods if m in present])
@@ -341,12 +392,17 @@ def cp_tables(frame: pd.DataFrame) -> list[Table]:
     return cp_performance_tables(frame) + cp_balance_tables(frame) + cp_comm_tables(frame) + cp_overlap_tables(frame)
 
 
-def to_markdown(table: Table) -> str:
+def to_markdown(table: Table, explained: set[str] | None = None) -> str:
+    """`table` as markdown; its notes only where not in `explained` (which is updated)."""
     frame = table.frame
     header = [frame.index.name or ""] + [str(c) for c in frame.columns]
     lines = [f"### {table.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for index, row in frame.iterrows():
         lines.append("| " + " | ".join([str(index)] + [str(v) for v in row.tolist()]) + " |")
+    notes = [note for note in table.notes if explained is None or note not in explained]
+    if explained is not None:
+        explained.update(notes)
+    lines += ["", *notes] if notes else []
     return "\n".join(lines) + "\n"
 
 
@@ -356,7 +412,8 @@ def write_tables(run_dir: Path) -> None:
     frame = records_frame(run.records)
     frame.to_csv(Path(run_dir) / "summary.csv", index=False)
     parts = [f"# attnbench run {run.info.run_id}: {run.info.suite.name}\n"]
-    parts += [to_markdown(t) for t in performance_tables(frame) + memory_tables(frame)]
+    explained: set[str] = set()
+    parts += [to_markdown(t, explained) for t in performance_tables(frame) + memory_tables(frame)]
     parts += [f"- `{kernel}` not run: {reason}" for kernel, reason in never_run(frame).items()]
     parts += [to_markdown(t) for t in cp_tables(frame)]
     parts += [f"- CP method `{method}` not run: {reason}" for method, reason in cp_never_run(frame).items()]

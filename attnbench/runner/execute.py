@@ -130,6 +130,7 @@ def execute_case(case: Case, ctx: CaseContext) -> Record:
 def _run(case: Case, ctx: CaseContext, fields: dict[str, Any]) -> tuple[Status, str | None]:
     from attnbench.kernels import KERNELS
     from attnbench.masks import MASKS, build_mask
+    from attnbench.measure.device import checked_peak
     from attnbench.measure.flops import attention_flops, tflops_per_second
     from attnbench.measure.memory import available_memory_bytes, local_watch, measure_peak_memory, prepare_watched
     from attnbench.measure.timing import SpotCheck, time_fn
@@ -238,9 +239,9 @@ def _run(case: Case, ctx: CaseContext, fields: dict[str, Any]) -> tuple[Status, 
 
     rate = tflops_per_second(flops, samples.median_s)
     fields["tflops"] = rate
-    peak = ctx.peak_tflops.get(case.dtype)
+    peak = checked_peak(ctx.peak_tflops, case.device, case.dtype, rate) if status is Status.ok else None
     if status is Status.ok and rate is not None and peak is not None and rate > peak:
-        status, reason = Status.invalid, f"{rate:.1f} TFLOPs/s is above this device's peak of {peak:.1f}: impossible"
+        status, reason = Status.invalid, f"{rate:.3g} TFLOPs/s is above this device's {case.dtype} peak of {peak:.3g}: impossible"
     mutated = ctx.inputs_changed()
     if mutated:
         status, reason = Status.invalid, (

@@ -15,6 +15,10 @@ class PlannedCase:
     action: str  # "run", "unsupported", "skipped"
     reason: str | None
     prediction: Prediction | None
+    #: where the predicted seconds go (kernel cases that would run); see measure.predict.CaseCost
+    cost: object | None = None
+    #: the prediction over budget or memory that makes it `skipped` (measure.predict.Overrun)
+    overrun: object | None = None
 
 
 def plan_case(case: Case, matmul_tflops: dict[str, float], cp_launch=None) -> PlannedCase:
@@ -23,7 +27,7 @@ def plan_case(case: Case, matmul_tflops: dict[str, float], cp_launch=None) -> Pl
     from attnbench.kernels import KERNELS
     from attnbench.masks import MASKS, build_mask
     from attnbench.measure.memory import available_memory_bytes
-    from attnbench.measure.predict import predict, skip_reason
+    from attnbench.measure.predict import case_cost, overrun, predict
 
     kernel = KERNELS.get(case.kernel)
     why_not = kernel.unsupported_reason(case)
@@ -35,8 +39,10 @@ def plan_case(case: Case, matmul_tflops: dict[str, float], cp_launch=None) -> Pl
     except MaskTooLarge as exc:
         return PlannedCase(case, "skipped", str(exc), None)
     prediction = predict(case, kernel, mask, matmul_tflops, available_memory_bytes(case.device))
-    skip = skip_reason(case, prediction)
-    return PlannedCase(case, "skipped" if skip else "run", skip, prediction)
+    over = overrun(case, prediction)
+    if over is not None:
+        return PlannedCase(case, "skipped", over.reason(), prediction, overrun=over)
+    return PlannedCase(case, "run", None, prediction, cost=case_cost(case, kernel, mask, matmul_tflops))
 
 
 def plan_cp_case(case: Case, matmul_tflops: dict[str, float], cp_launch=None) -> PlannedCase:
@@ -67,3 +73,26 @@ def plan_suite(suite, cp_launch=None) -> list[PlannedCase]:
     with pinned_threads(choose_threads(None, cases[0].device).count):  # as the run would measure
         calibration = calibrate_device(cases[0].device, DTYPES)
     return [plan_case(case, calibration.matmul_tflops, cp_launch) for case in cases]
+
+
+def planned_seconds(plan: list[PlannedCase]) -> list[float]:
+    """Predicted seconds of each planned case in run order (measure.predict.sequence_seconds):
+    a reference or a compilation that an earlier case paid is not paid again."""
+    from attnbench.measure.predict import sequence_seconds
+
+    costs = []
+    for p in plan:
+        if p.action != "run":
+            costs.append(None)
+        elif p.cost is not None:
+            costs.append(p.cost)
+        else:  # a CP case: its own prediction (launch included)
+            costs.append(p.prediction.case_seconds if p.prediction else None)
+    return sequence_seconds([p.case for p in plan], costs)
+
+
+def predicted_run_seconds(plan: list[PlannedCase]) -> tuple[float, float]:
+    """(start-up seconds, seconds of the cases) for a run of `plan`."""
+    from attnbench.measure.predict import startup_seconds
+
+    return startup_seconds([p.case for p in plan if p.action == "run"]), sum(planned_seconds(plan))

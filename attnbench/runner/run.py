@@ -28,6 +28,16 @@ class RunEvents:
     on_case_start: Callable[[int, object], None] | None = None
     on_record: Callable[[int, Record], None] | None = None
     on_notice: Callable[[str], None] | None = None
+    #: predicted seconds of each case still to run, in order (runner.plan.planned_seconds)
+    on_plan: Callable[[list[float]], None] | None = None
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C: the case in flight was recorded, the run's end state and tables written."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
 
 
 def suite_info(suite) -> SuiteInfo:
@@ -114,6 +124,10 @@ def _run_pinned(suite, cases: list, devices: list[str], out_root: Path, events: 
         events.on_start(writer.info, len(cases))
     state = "failed"
     try:
+        if events.on_plan and cases:
+            if workers is not None and not ctx.matmul_tflops:
+                workers.start()  # its calibration feeds the predictions
+            _announce_plan(cases, ctx, cp_launch, events.on_plan)
         for index, case in enumerate(cases):
             if events.on_case_start:
                 events.on_case_start(index, case)
@@ -131,7 +145,7 @@ def _run_pinned(suite, cases: list, devices: list[str], out_root: Path, events: 
         state = "complete"
     except KeyboardInterrupt:
         state = "interrupted"
-        raise
+        raise RunInterrupted(writer.dir) from None
     finally:
         if workers is not None:
             workers.close()
@@ -166,10 +180,24 @@ def _follow(suite, cp_launch, events: RunEvents) -> None:
             events.on_record(index, record)
 
 
+def _announce_plan(cases: list, ctx: CaseContext, cp_launch, on_plan) -> None:
+    """Predicted seconds of the cases, for an ETA; a case that cannot be predicted costs nothing
+    here (its own run says what is wrong with it)."""
+    from attnbench.runner.plan import PlannedCase, plan_case, planned_seconds
+
+    plan = []
+    for case in cases:
+        try:
+            plan.append(plan_case(case, ctx.matmul_tflops, cp_launch))
+        except Exception as exc:  # noqa: BLE001 - the prediction must never stop a run
+            plan.append(PlannedCase(case, "unsupported", str(exc), None))
+    on_plan(planned_seconds(plan))
+
+
 def _calibrate_here(writer: RunWriter, ctx: CaseContext, device: str) -> None:
     from attnbench.measure.device import calibrate_device
 
-    # every dtype: the peak bound takes the best of them (a kernel may compute internally in another)
+    # every dtype: each has its own peak (measure.device.measured_peaks)
     calibration = calibrate_device(device, DTYPES)
     ctx.matmul_tflops, ctx.peak_tflops = dict(calibration.matmul_tflops), dict(calibration.peak_tflops)
     writer.info.calibration = calibration.to_dict()
@@ -178,12 +206,12 @@ def _calibrate_here(writer: RunWriter, ctx: CaseContext, device: str) -> None:
 
 def _resume(suite, run_dir: Path, cases: list) -> tuple[RunWriter, list]:
     """Reopen a run; the cases still to do are those without a record."""
+    from attnbench.runner.resume import resume_refusal
+
     run = load_run(run_dir)
-    if run.info.suite.sha256 != suite.sha256 or (run.info.suite.filters or {}) != (getattr(suite, "filters", {}) or {}):
-        raise UserError(
-            f"{run_dir}: the run was made from a different suite, profile or filters "
-            f"(suite sha256 {run.info.suite.sha256[:12]} vs {suite.sha256[:12]}); resume with the same command"
-        )
+    refusal = resume_refusal(run.info.suite, suite)
+    if refusal:
+        raise UserError(f"{run_dir}: {refusal}")
     done = {record.case_id for record in run.records}
     return RunWriter.resume(run), [case for case in cases if case.key_id() not in done]
 
@@ -217,9 +245,12 @@ class _Workers:
             self.writer.write_info()
         return worker
 
-    def run(self, case, timeout: float):
+    def start(self) -> None:
         if self.worker is None or not self.worker.alive:
             self.worker = self._start()
+
+    def run(self, case, timeout: float):
+        self.start()
         record, replace = self.worker.run(case, timeout)
         self.interrupted = self.interrupted or self.worker.interrupted
         if replace:

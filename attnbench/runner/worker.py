@@ -126,7 +126,7 @@ def worker_main(conn, config: WorkerConfig) -> None:
     if config.calibrate:
         from attnbench.measure.device import calibrate_device
 
-        # every dtype: the peak bound takes the best of them (a kernel may compute in another)
+        # every dtype: each has its own peak (measure.device.measured_peaks)
         cal = calibrate_device(config.device, DTYPES)
         calibration = cal.to_dict()
         ctx.matmul_tflops, ctx.peak_tflops = dict(cal.matmul_tflops), dict(cal.peak_tflops)

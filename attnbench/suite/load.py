@@ -98,7 +98,7 @@ class LoadedSuite(BaseModel):
             known = list(dict.fromkeys(c.kernel for c in self.cases))
             for k in wanted:
                 if k not in known:
-                    raise UserError(_not_in_suite("kernel", k, known, self.name))
+                    raise UserError(_kernel_not_in_suite(k, known, self.name))
             cases = [c for c in cases if c.kernel in wanted]
             filters["kernels"] = wanted
         if masks is not None:
@@ -130,8 +130,22 @@ def _split(value: Any) -> list:
     return [v.strip() if isinstance(v, str) else v for v in value]
 
 
-def _not_in_suite(kind: str, value: Any, known: list, suite: str) -> str:
-    close = difflib.get_close_matches(str(value), [str(k) for k in known], n=3, cutoff=0.5)
+def _kernel_not_in_suite(kernel: str, known: list, suite: str) -> str:
+    """As `_not_in_suite`, knowing the kernels' aliases: 'fa' means fa2 or fa3, even when the
+    suite runs neither (then the message says so instead of guessing a spelling)."""
+    registry = _kernels()
+    meant = registry.meant_by(kernel)
+    inside = [name for name in meant if name in known]
+    if meant and not inside:
+        which = " or ".join(repr(name) for name in meant)
+        return (f"kernel {kernel!r} is {which}, which suite {suite!r} does not run "
+                f"(suite has: {', '.join(map(str, known))}; add it to the suite's sweep.kernels)")
+    return _not_in_suite("kernel", kernel, known, suite, inside or registry.suggest(kernel, among=known))
+
+
+def _not_in_suite(kind: str, value: Any, known: list, suite: str, close: list | None = None) -> str:
+    if close is None:
+        close = difflib.get_close_matches(str(value), [str(k) for k in known], n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return f"{kind} {value!r} is not in suite {suite!r}{hint} (suite has: {', '.join(map(str, known))})"
 

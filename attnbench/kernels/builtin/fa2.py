@@ -59,6 +59,7 @@ def run_flash(module, inputs, mask, *, varlen_name="flash_attn_varlen_func", den
 @register_kernel("fa2")
 class FlashAttention2(ExternalKernel):
     name = "fa2"
+    aliases = ('flash_attn', 'flash_attn2', 'flash_attention_2', 'flashattention2', 'fa', 'flash')
     description = "FlashAttention 2 (flash_attn): dense, varlen (cu_seqlens) for documents, window_size for sliding"
     support = {"cuda": Support(masks=VARLEN_MASKS, dtypes=HALF, max_head_dim=256,
                                note="masks with a cu_seqlens/window form only")}

@@ -13,6 +13,7 @@ from attnbench.kernels.builtin.fa2 import run_flash
 @register_kernel("fa3")
 class FlashAttention3(ExternalKernel):
     name = "fa3"
+    aliases = ('flash_attn3', 'flash_attention_3', 'flashattention3', 'flash_attn_interface', 'fa', 'flash')
     description = "FlashAttention 3 (flash_attn_interface, Hopper): dense, varlen for documents, window for sliding"
     support = {"cuda": Support(masks=VARLEN_MASKS, dtypes=HALF, max_head_dim=256,
                                note="masks with a cu_seqlens/window form only")}

@@ -77,6 +77,7 @@ def variable_block_arguments(mask) -> dict:
 @register_kernel("flashinfer")
 class FlashInfer(ExternalKernel):
     name = "flashinfer"
+    aliases = ('flash_infer',)
     description = "FlashInfer BlockSparse / VariableBlockSparse wrappers (and single prefill for full, causal)"
     support = {"cuda": Support(masks=frozenset({"block_sparse", "variable_block_sparse", "full", "causal"}),
                                passes=frozenset({Pass.forward}), dtypes=HALF, head_dims=frozenset({64, 128, 256}),

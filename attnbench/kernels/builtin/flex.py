@@ -29,6 +29,7 @@ def compiled_flex_attention():
 @register_kernel("flex")
 class FlexKernel(Kernel):
     name = "flex"
+    aliases = ('flex_attention', 'flexattention')
     description = "torch.nn.attention.flex_attention, compiled, BlockMask from the mask's slices"
     support = {
         "cpu": Support(passes=frozenset({Pass.forward}), note="FlexAttention has no backward on CPU"),
@@ -36,6 +37,11 @@ class FlexKernel(Kernel):
     }
     work = "sparse"
     memory = MemoryModel(per_token_head=4.0, per_mask_element=8.0 / BLOCK_SIZE**2)  # q-block x kv-block indices
+    # CPU, one thread, 2 loaded cores: a new graph took 5-15 s in the longctx cpu profile (a
+    # graph is reused by some masks: 0.4-1.9 s); the first one in a process 14-31 s. CUDA: not
+    # measured yet
+    compile_seconds = {"cpu": 5.0}
+    compiler_start_seconds = {"cpu": 10.0}
 
     def prepare(self, inputs, mask):
         from attnbench.masks.convert import to_block_mask

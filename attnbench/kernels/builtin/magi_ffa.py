@@ -53,6 +53,7 @@ def flex_flash_attn_function(module_api, module_functional):
 @register_kernel("magi_ffa")
 class MagiFFA(ExternalKernel):
     name = "magi_ffa"
+    aliases = ('magi', 'magi_attention', 'magiattention', 'ffa', 'flex_flash_attn')
     description = "MagiAttention flex_flash_attn_func: q_ranges/k_ranges/attn_type_map straight from the slices"
     support = {"cuda": Support(dtypes=HALF, head_dims=frozenset({64, 128}))}
     work = "sparse"

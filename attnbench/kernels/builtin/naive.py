@@ -14,6 +14,7 @@ DENSE_MASK_LIMIT = 1 << 36
 @register_kernel("naive")
 class NaiveKernel(Kernel):
     name = "naive"
+    aliases = ('eager',)
     description = "materialised scores, float32 softmax, eager PyTorch"
     support = {"cpu": Support(), "cuda": Support()}
     work = "dense"

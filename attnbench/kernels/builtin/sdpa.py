@@ -105,6 +105,7 @@ def _probe(backends: tuple, device: str) -> Availability:
 @register_kernel("sdpa")
 class Sdpa(SdpaKernel):
     name = "sdpa"
+    aliases = ('scaled_dot_product_attention', 'torch_sdpa')
     description = "torch.nn.functional.scaled_dot_product_attention, back end chosen by PyTorch"
     support = {"cpu": Support(), "cuda": Support()}
 
@@ -112,6 +113,7 @@ class Sdpa(SdpaKernel):
 @register_kernel("sdpa_math")
 class SdpaMath(SdpaKernel):
     name = "sdpa_math"
+    aliases = ('math',)
     description = "SDPA math back end (composite PyTorch ops)"
     backends = [SDPBackend.MATH]
     support = {"cpu": Support(), "cuda": Support()}
@@ -121,6 +123,7 @@ class SdpaMath(SdpaKernel):
 @register_kernel("sdpa_flash")
 class SdpaFlash(SdpaKernel):
     name = "sdpa_flash"
+    aliases = ('flash', 'flash_sdp', 'sdpa_flash_attention')
     description = "SDPA FlashAttention back end (FlashAttention-2 on CUDA, flash CPU kernel on CPU)"
     backends = [SDPBackend.FLASH_ATTENTION]
     support = {
@@ -132,6 +135,7 @@ class SdpaFlash(SdpaKernel):
 @register_kernel("sdpa_efficient")
 class SdpaEfficient(SdpaKernel):
     name = "sdpa_efficient"
+    aliases = ('efficient', 'mem_efficient', 'memory_efficient', 'efficient_attention')
     description = "SDPA memory-efficient back end (xFormers-derived, CUDA)"
     backends = [SDPBackend.EFFICIENT_ATTENTION]
     expand_gqa = True
@@ -141,6 +145,7 @@ class SdpaEfficient(SdpaKernel):
 @register_kernel("sdpa_cudnn")
 class SdpaCudnn(SdpaKernel):
     name = "sdpa_cudnn"
+    aliases = ('cudnn', 'cudnn_attention', 'cudnn_sdp')
     description = "SDPA cuDNN back end (CUDA)"
     backends = [SDPBackend.CUDNN_ATTENTION]
     expand_gqa = True

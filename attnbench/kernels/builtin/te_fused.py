@@ -36,6 +36,7 @@ def te_arguments(mask, batch: int, seqlen: int, heads_q: int, heads_kv: int, hea
 @register_kernel("te_fused")
 class TransformerEngineFused(ExternalKernel):
     name = "te_fused"
+    aliases = ('te', 'transformer_engine', 'transformerengine', 'cudnn')
     description = "TransformerEngine DotProductAttention, cuDNN fused attention, thd layout with cu_seqlens"
     support = {"cuda": Support(masks=VARLEN_MASKS, dtypes=HALF, max_head_dim=128,
                                note="masks with a cu_seqlens/window form only")}

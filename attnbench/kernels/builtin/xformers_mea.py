@@ -38,6 +38,7 @@ def xformers_bias(fmha, mask, batch: int, seqlen: int):
 @register_kernel("xformers")
 class XFormers(ExternalKernel):
     name = "xformers"
+    aliases = ('xformer', 'memory_efficient_attention', 'mea')
     description = "xFormers memory_efficient_attention with LowerTriangular / Local / BlockDiagonal(Causal) biases"
     support = {"cuda": Support(masks=VARLEN_MASKS, max_head_dim=256, note="masks with a cu_seqlens/window form only")}
     work = "sparse"

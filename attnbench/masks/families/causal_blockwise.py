@@ -1,6 +1,6 @@
 """causal_blockwise: causal within each document; the last document sees every earlier key."""
 
-from attnbench.masks.families._common import DISTRIBUTION, SEED, documents
+from attnbench.masks.families._common import DISTRIBUTION, LENGTHS_AT, SEED, documents
 from attnbench.masks.mask import MaskParts, register_mask
 from attnbench.masks.slices import SliceKind, SliceTable
 
@@ -8,7 +8,7 @@ from attnbench.masks.slices import SliceKind, SliceTable
 @register_mask(
     "causal_blockwise",
     description="doc(i) == doc(j) and j <= i; queries of the last document see every j <= i",
-    params=[DISTRIBUTION, SEED], uses_documents=True,
+    params=[DISTRIBUTION, SEED, LENGTHS_AT], uses_documents=True,
 )
 def causal_blockwise(seqlen: int, params: dict, heads: int) -> MaskParts:
     starts, drawn = documents(seqlen, params)

@@ -1,12 +1,12 @@
 """causal_document: doc(i) == doc(j) and j <= i."""
 
 from attnbench.masks.convert import VarlenForm
-from attnbench.masks.families._common import DISTRIBUTION, SEED, documents
+from attnbench.masks.families._common import DISTRIBUTION, LENGTHS_AT, SEED, documents
 from attnbench.masks.mask import MaskParts, register_mask
 from attnbench.masks.slices import SliceKind, SliceTable
 
 
-@register_mask("causal_document", description="doc(i) == doc(j) and j <= i", params=[DISTRIBUTION, SEED],
+@register_mask("causal_document", description="doc(i) == doc(j) and j <= i", params=[DISTRIBUTION, SEED, LENGTHS_AT],
                uses_documents=True)
 def causal_document(seqlen: int, params: dict, heads: int) -> MaskParts:
     starts, drawn = documents(seqlen, params)

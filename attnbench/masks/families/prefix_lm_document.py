@@ -5,7 +5,7 @@ for all documents, in document order), a stream independent of the partition's.
 """
 
 from attnbench.masks.documents import derived_rng
-from attnbench.masks.families._common import DISTRIBUTION, SEED, documents
+from attnbench.masks.families._common import DISTRIBUTION, LENGTHS_AT, SEED, documents
 from attnbench.masks.mask import MaskParts, register_mask
 from attnbench.masks.slices import SliceKind, SliceTable
 
@@ -19,7 +19,7 @@ def prefix_lengths(doc_starts, seed: int):
 @register_mask(
     "prefix_lm_document",
     description="per document d with prefix p_d: prefix queries see the whole prefix; later ones start(d) <= j <= i",
-    params=[DISTRIBUTION, SEED], uses_documents=True,
+    params=[DISTRIBUTION, SEED, LENGTHS_AT], uses_documents=True,
 )
 def prefix_lm_document(seqlen: int, params: dict, heads: int) -> MaskParts:
     starts, drawn = documents(seqlen, params)

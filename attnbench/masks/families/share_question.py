@@ -1,6 +1,6 @@
 """share_question: D_0 is a shared question; every later document sees it plus itself causally."""
 
-from attnbench.masks.families._common import DISTRIBUTION, SEED, documents
+from attnbench.masks.families._common import DISTRIBUTION, LENGTHS_AT, SEED, documents
 from attnbench.masks.mask import MaskParts, register_mask
 from attnbench.masks.slices import SliceKind, SliceTable
 
@@ -8,7 +8,7 @@ from attnbench.masks.slices import SliceKind, SliceTable
 @register_mask(
     "share_question",
     description="D_0 is the question (causal); i in D_d, d >= 1: j in D_0, or doc(j) == d and j <= i",
-    params=[DISTRIBUTION, SEED], uses_documents=True,
+    params=[DISTRIBUTION, SEED, LENGTHS_AT], uses_documents=True,
 )
 def share_question(seqlen: int, params: dict, heads: int) -> MaskParts:
     starts, drawn = documents(seqlen, params)
