@@ -22,7 +22,7 @@ RATE = 1e12  # synthetic kernel: exactly RATE FLOPs/s at every size, no overhead
 
 
 def flat_compute(kernel: str = "flex", dense: bool = False, memory: int | None = None) -> ComputeModel:
-    curves = {(kernel, "float32", p, None): Curve.of([(1e9, 1e9 / RATE), (1e12, 1e12 / RATE)], f"{kernel} {p}")
+    curves = {(kernel, "float32", p, None, None): Curve.of([(1e9, 1e9 / RATE), (1e12, 1e12 / RATE)], f"{kernel} {p}")
               for p in ("forward", "backward")}
     return ComputeModel(source="synthetic", device="cuda", device_name="synthetic", memory_bytes=memory, curves=curves,
                         dense={kernel: dense}, mask_key=lambda m: m.name, kernels=(kernel,))
@@ -62,6 +62,23 @@ def test_fit_recovers_latency_per_hop_latency_and_bandwidth():
     assert (p2p.latency_s, p2p.hop_latency_s) == (pytest.approx(3e-6), 0.0) and hops("p2p", 8) == 1
 
 
+def test_measured_points_price_calls_between_and_beyond_them():
+    """gloo-like: flat, then a jump the line cannot follow; priced from the points themselves."""
+    pts = [Point(size=2, bytes=b, seconds=t) for b, t in ((1 << 10, 1e-4), (1 << 14, 1e-4), (1 << 16, 2e-3), (1 << 18, 4e-3))]
+    fit = fit_link("p2p", pts)
+    assert fit.seconds("p2p", 1 << 16, 2) == pytest.approx(2e-3)  # a measured size: its time
+    assert fit.seconds("p2p", 1 << 17, 2) == pytest.approx(np.sqrt(2e-3 * 4e-3))  # halfway in log-log
+    assert fit.seconds("p2p", 100, 2) == pytest.approx(1e-4)  # below: latency-bound
+    extra = (1 << 20) - (1 << 18)
+    assert fit.seconds("p2p", 1 << 20, 2) == pytest.approx(4e-3 + extra / fit.bandwidth_Bps)
+    assert fit.line("p2p", 1 << 16, 2) != pytest.approx(2e-3, rel=0.05)  # the line misses the jump
+    # points of another group size: the nearest one measured (larger first)
+    assert fit.seconds("p2p", 1 << 16, 4) == pytest.approx(2e-3)
+    # no points (a published profile): the line
+    bare = LinkFit(latency_s=1e-5, bandwidth_Bps=1e9)
+    assert bare.seconds("all_gather", 1e6, 4) == pytest.approx(1e-5 + 1e-3)
+
+
 def test_groups_are_priced_on_their_link():
     net = network(intra=(1e-6, 100e9), inter=(10e-6, 10e9))
     nbytes = 7e9
@@ -80,7 +97,7 @@ def _ring2(overlap: float, transfer_s: float):
     schedule = Schedule(heads_q=1, heads_kv=1, rings=(RingSpec(2, 1),), chunk_bytes=1, grad_bytes=1)
     steps = np.array([[2.0, 1.0], [1.0, 1.0]])  # rank 0's first step is the long one
     return simulate(schedule, "forward", steps, collective=lambda *a: 0.0,
-                    transfer=lambda nbytes, dst: np.full(len(dst), transfer_s), overlap=overlap)
+                    transfer=lambda nbytes, dst, size: np.full(len(dst), transfer_s), overlap=overlap)
 
 
 def test_a_ring_of_two_by_hand():
@@ -100,7 +117,7 @@ def test_collectives_wait_for_the_last_member():
     schedule = Schedule(heads_q=1, heads_kv=1, post=(Collective("all_to_all", 100, 2, 1),))
     steps = np.array([[1.0], [3.0], [2.0], [0.5]])
     t = simulate(schedule, "forward", steps, collective=lambda op, b, members: 0.25,
-                 transfer=lambda b, d: np.zeros(len(d)), overlap=1.0)
+                 transfer=lambda b, d, size: np.zeros(len(d)), overlap=1.0)
     assert t.end_s.tolist() == [3.25, 3.25, 2.25, 2.25]
 
 
@@ -165,6 +182,48 @@ def test_ulysses_forward_by_hand():
     assert cost.hidden == pytest.approx(0.0, abs=1e-9)  # nothing overlaps a blocking all-to-all
 
 
+def test_calibration_scales_compute_and_communication_of_its_world_sizes():
+    from attnbench.advise.calibrate import Calibration, calibration_from
+    from attnbench.advise.check import CheckReport, CheckRow
+
+    def row(world, comp, comm, pred_comp, pred_comm, total=1.0, overlaps=True):
+        return CheckRow(label="m", mask="full", world_size=world, pass_="forward", measured_s=total, measured_p20_s=total,
+                        measured_p80_s=total, predicted_s=1.0, measured_alone={"compute_s": comp, "communication_s": comm},
+                        predicted_alone={"compute_s": pred_comp, "communication_s": pred_comm}, overlaps=overlaps)
+
+    report = CheckReport(run_id="A", compute_source="c", network_source="n", groups=[], pass_groups=[], rows=[
+        row(4, 2.0, 3.0, 1.0, 1.0), row(4, 4.0, 1.0, 1.0, 1.0), row(4, 3.0, 2.0, 1.0, 1.0, total=6.0, overlaps=False),
+        row(1, 1.5, 0.1, 1.0, 0.0)])
+    cal = calibration_from(report)
+    assert cal.compute == {4: 3.0, 1: 1.5} and cal.communication == {4: 2.0}  # medians; W = 1 sends nothing
+    # ring overlap: (2 + 3 - 1) / 2 = 2 -> 1 (clipped); (4 + 1 - 1) / 1 = 4 -> 1; the blocking row does not count
+    assert cal.overlap == {4: 1.0} and cal.communication_factor(2) == 1.0 and cal.overlap_of(2) is None
+
+    lat, bw = 1e-5, 1e10
+    case = cp_case("ulysses", 4, heads=(8, 4), head_dim=16, seqlen=1024)
+    mask = build_mask("full", 1024, {})
+    scaled = Calibration(run_id="A", compute={4: 3.0}, communication={4: 2.0}, cases={4: 3})
+    plain = Predictor(flat_compute(), network(intra=(lat, bw)), 4).predict(case, mask, CP_METHODS.get("ulysses"))
+    calib = Predictor(flat_compute(), network(intra=(lat, bw)), 4, scaled).predict(case, mask, CP_METHODS.get("ulysses"))
+    p, c = plain.passes["forward"], calib.passes["forward"]
+    assert c.compute_s == pytest.approx(3.0 * p.compute_s)
+    assert c.seconds - c.compute_s == pytest.approx(2.0 * (p.seconds - p.compute_s))  # the two all-to-alls
+
+
+def test_a_ring_backward_recomputes_its_forward_only_for_a_kernel_without_a_slice_backward():
+    model = flat_compute()
+    causal = build_mask("causal", 64, {})
+    kw = dict(batch=1, heads_q=8, head_dim=16, area=4e5, q_len=1e3, k_len=1e3, path="ring")
+    fwd = model.seconds("flex", "float32", "forward", causal, **kw)
+    assert fwd == pytest.approx(4 * 8 * 16 * 4e5 / RATE)
+    bwd_alone = model.seconds("flex", "float32", "backward", causal, **{**kw, "path": None})
+    assert bwd_alone == pytest.approx(2.5 * fwd)
+    model.ring_recomputes = {"flex": True}  # flex: attnbench.cp.local recomputes the step under autograd
+    assert model.seconds("flex", "float32", "backward", causal, **kw) == pytest.approx(3.5 * fwd)
+    model.ring_recomputes = {"flex": False}  # a flash kernel's published backward works from the lse
+    assert model.seconds("flex", "float32", "backward", causal, **kw) == pytest.approx(2.5 * fwd)
+
+
 def test_ring_forward_by_hand_shows_imbalance_of_a_contiguous_causal_split():
     """ring_p2p, causal, W = 2, contiguous: rank 0 has 1 step of a causal square (rank 1's keys
     are all in its future: an empty step, no kernel), rank 1 a causal square and a full one."""
@@ -206,6 +265,22 @@ def test_advise_ranks_explains_and_says_what_does_not_fit():
     assert peak["ring_allgather(dispatch=zigzag)"] > peak["ring_p2p(dispatch=zigzag)"]
 
 
+def test_the_fastest_per_group_and_one_plan_under_two_names():
+    from attnbench.advise.check import CheckRow, _groups
+
+    def row(label, world, measured, predicted, plan):
+        return CheckRow(label=label, mask="full", world_size=world, pass_="forward", measured_s=measured,
+                        measured_p20_s=measured, measured_p80_s=measured, predicted_s=predicted, plan=plan)
+
+    rows = [row("ring_p2p", 2, 1.2, 1.0, ("ring",)), row("usp", 2, 1.0, 1.0, ("ring",)), row("ulysses", 2, 1.5, 2.0, ("a2a",)),
+            row("ring_p2p", 4, 3.0, 2.0, ("ring4",)), row("ulysses", 4, 2.0, 3.0, ("a2a4",))]
+    two, four = _groups(rows, by_pass=False)
+    # W = 2: usp measured fastest, ring_p2p predicted (first of the tie): one plan, two names
+    assert (two.measured_best, two.predicted_best, two.agree, two.agree_plan) == ("usp", "ring_p2p", False, True)
+    assert two.margin == pytest.approx(0.2) and two.methods == 3
+    assert (four.measured_best, four.predicted_best, four.agree, four.agree_plan) == ("ulysses", "ring_p2p", False, False)
+
+
 # -- the CLI --------------------------------------------------------------------------------
 def test_advise_and_check_from_the_command_line(tmp_path):
     """A CP run whose times are the model's own (one case 3x slower): the check reports that
@@ -230,20 +305,36 @@ def test_advise_and_check_from_the_command_line(tmp_path):
 
     from attnbench.advise.compute import from_run
 
+    from attnbench.advise.calibrate import Calibration
+    from attnbench.results.schema import CPOverlap
+
     model = Predictor(from_run(kernel_run), net, 4)
-    specs = []
-    for name in ("ulysses", "ring_p2p", "ring_allgather"):
-        for pass_ in ("forward", "backward"):
-            c = Case(kernel="naive", mask=MaskChoice(name="full"), dtype="float32", pass_=Pass(pass_), device="cpu",
-                     shape=Shape(batch=1, heads_q=8, heads_kv=2, head_dim=16, seqlen=1024), budget=Budget(),
-                     cp=CPSpec(method=name, world_size=4))
-            t = model.predict(c, build_mask("full", 1024, {}), CP_METHODS.get(name)).seconds
-            if name == "ring_allgather" and pass_ == "forward":
-                t *= 3.0
-            cp = CPResult(world_size=4, backend="gloo", rank_median_s=[t] * 4, mean_s=t, imbalance=1.0,
-                          rank_area=[0] * 4, area_imbalance=1.0, comm={}, comm_expected={})
-            specs.append(Spec(case=c, samples=[t] * 3, extra={"cp": cp}))
-    cp_run = write_run(tmp_path / "runs", specs, env)
+    # what run A measured: compute alone 3x, communication alone 2x the model's (a shared machine)
+    slower = Predictor(from_run(kernel_run), net, 4, Calibration(run_id="A", compute={4: 3.0}, communication={4: 2.0},
+                                                                 cases={4: 6}))
+
+    def cp_runs(predictor, *, alone_scale=None, slow=None):
+        specs = []
+        for name in ("ulysses", "ring_p2p", "ring_allgather"):
+            for pass_ in ("forward", "backward"):
+                c = Case(kernel="naive", mask=MaskChoice(name="full"), dtype="float32", pass_=Pass(pass_), device="cpu",
+                         shape=Shape(batch=1, heads_q=8, heads_kv=2, head_dim=16, seqlen=1024), budget=Budget(),
+                         cp=CPSpec(method=name, world_size=4))
+                p = predictor.predict(c, build_mask("full", 1024, {}), CP_METHODS.get(name), alone=True)
+                t = p.seconds * (slow or {}).get((name, pass_), 1.0)
+                overlap = None
+                if alone_scale:
+                    a = p.alone[pass_]
+                    overlap = CPOverlap(compute_s=a["compute_s"] * alone_scale[0],
+                                        communication_s=a["communication_s"] * alone_scale[1], exposed_s=0.0)
+                cp = CPResult(world_size=4, backend="gloo", rank_median_s=[t] * 4, mean_s=t, imbalance=1.0,
+                              rank_area=[0] * 4, area_imbalance=1.0, comm={}, comm_expected={}, overlap=overlap)
+                specs.append(Spec(case=c, samples=[t] * 3, extra={"cp": cp}))
+        return write_run(tmp_path / "runs", specs, env)
+
+    cp_run = cp_runs(model, slow={("ring_allgather", "forward"): 3.0})
+    run_a = cp_runs(model, alone_scale=(3.0, 2.0))  # to calibrate on
+    run_b = cp_runs(slower)  # what the calibrated model predicts
     report = check_run(cp_run, lambda W, rpn: model)
     errors = {(r.label, r.pass_): r.error for r in report.rows}
     assert errors[("ring_allgather", "forward")] == pytest.approx(1 / 3 - 1)
@@ -256,6 +347,15 @@ def test_advise_and_check_from_the_command_line(tmp_path):
     assert data["median_abs_error"] == pytest.approx(0.0, abs=1e-9) and len(data["cases"]) == 6
     [group] = data["groups"]
     assert group["mask"] == "full" and group["world_size"] == 4 and group["methods"] == 3
+
+    common = ("--kernel-run", str(kernel_run.path), "--network", str(net_file), "--json")
+    uncalibrated = json.loads(run_cli("advise", "--check", str(run_b.path), *common).stdout)
+    assert uncalibrated["median_abs_error"] > 0.3 and uncalibrated["calibration"] is None
+    proc = run_cli("advise", "--check", str(run_b.path), "--calibrate", str(run_a.path), *common)
+    assert proc.returncode == 0, proc.stderr
+    calibrated = json.loads(proc.stdout)
+    assert calibrated["median_abs_error"] == pytest.approx(0.0, abs=1e-9)
+    assert "compute x3.00, communication x2.00" in calibrated["calibration"]
 
     proc = run_cli("advise", "--mask", "causal", "--seqlen", "64K", "--gpus", "16", "--gpus-per-node", "8", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -270,6 +370,8 @@ def test_advise_and_check_from_the_command_line(tmp_path):
         (("advise", "--check", str(cp_run.path)), "--kernel-run"),
         (("advise", "--mask", "block_sparse", "--seqlen", "4K"), "dynamic"),
         (("netbench", "--sizes", "4X"), "message size"),
+        (("advise", "--mask", "causal", "--seqlen", "4K", "--calibrate", str(run_a.path)), "--calibrate goes with --check"),
+        (("advise", "--check", str(run_a.path), "--calibrate", str(run_a.path), *common), "names the run being checked"),
     ]:
         proc = run_cli(*args)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from attnbench.advise.calibrate import calibration_from
 from attnbench.advise.check import CheckReport, check_run
 from attnbench.advise.compute import ComputeModel, from_figures, from_run
 from attnbench.advise.network import load_profile
@@ -66,27 +67,47 @@ def advise_question(*, mask: str, mask_params: dict, seqlen: int, gpus: int, gpu
     return advise(question, predictor, memory_bytes or compute.memory_bytes)
 
 
-def check(run_ref: str, *, kernel_run: Optional[str], network: Optional[str], root: Path) -> CheckReport:
-    from attnbench.results.store import load_run, resolve_run
-
+def check(run_ref: str, *, kernel_run: Optional[str], network: Optional[str], root: Path,
+          calibrate: Optional[str] = None) -> CheckReport:
+    """Predict every case of a CP run; with ``calibrate`` (another CP run on this machine),
+    scaled per world size by that run's measured / predicted compute and communication."""
     if not kernel_run or not network:
         raise UserError("--check needs --kernel-run RUN (the CP suite's local kernel measured alone, e.g. "
                         "`attnbench run suites/cp_local.yaml`) and --network PROFILE (`attnbench netbench`) "
                         "measured on the same machine")
-    run = load_run(resolve_run(run_ref, root))
+    compute = compute_model(kernel_run, None, root)
+    profile = load_profile(network)
+    run = _cp_run(run_ref, root, profile)
+    calibration = None
+    if calibrate:
+        reference = _cp_run(calibrate, root, profile)
+        if reference.info.run_id == run.info.run_id:
+            raise UserError("--calibrate names the run being checked: calibrate on another run of the suite "
+                            "(a check against its own fit says nothing)")
+        calibration = calibration_from(check_run(reference, _predictors(compute, profile, None)))
+    return check_run(run, _predictors(compute, profile, calibration), calibration=calibration)
+
+
+def _cp_run(ref: str, root: Path, profile):
+    from attnbench.results.store import load_run, resolve_run
+
+    run = load_run(resolve_run(ref, root))
     cp = [r for r in run.records if r.cp is not None]
     if not cp:
         raise UserError(f"{run.path}: no CP records to check (a run of a CP suite, e.g. suites/cp.yaml)")
-    compute = compute_model(kernel_run, None, root)
-    profile = load_profile(network)
     backends = {r.cp.backend for r in cp}
     if backends and profile.backend not in backends:
-        raise UserError(f"the run used {', '.join(sorted(backends))}; network profile {profile.name!r} is {profile.backend}")
+        raise UserError(f"run {run.info.run_id} used {', '.join(sorted(backends))}; network profile "
+                        f"{profile.name!r} is {profile.backend}")
+    return run
+
+
+def _predictors(compute, profile, calibration):
     predictors: dict = {}
 
     def predictor_for(world: int, ranks_per_node: int) -> Predictor:
         if ranks_per_node not in predictors:
-            predictors[ranks_per_node] = Predictor(compute, profile, ranks_per_node)
+            predictors[ranks_per_node] = Predictor(compute, profile, ranks_per_node, calibration)
         return predictors[ranks_per_node]
 
-    return check_run(run, predictor_for)
+    return predictor_for

@@ -7,7 +7,10 @@ profile given; predicted vs measured median per case, and the summary:
 - the median absolute relative error of the case time, ``|predicted / measured - 1|``;
 - per (mask, world size) group, whether the predicted fastest method (parameters included)
   is the measured fastest, on the sum of the passes measured for all of the group's methods
-  (forward + backward: one training step's attention); the same per pass;
+  (forward + backward: one training step's attention); the same per pass; and whether the
+  two are the same plan under two names (usp and loongtrain at Ulysses degree 1 on a ring
+  of 2 run ring_p2p's steps and transfers: the model gives them one time, and which of
+  them a run measures faster is the run's noise);
 - beside each group the measured margin between its two fastest methods: where it is
   inside the measurement's noise (W = 1, where every method is the same local call) no
   model can call the winner, and the table shows it.
@@ -24,7 +27,7 @@ from typing import Optional
 import numpy as np
 
 from attnbench.advise.candidates import label
-from attnbench.advise.predict import Predictor
+from attnbench.advise.predict import Predictor, plan_identity
 
 
 @dataclass
@@ -39,6 +42,8 @@ class CheckRow:
     predicted_s: float
     measured_alone: Optional[dict] = None  # compute_s / communication_s, as the worker measured them
     predicted_alone: Optional[dict] = None
+    overlaps: bool = False  # the method's transfers can run beside its steps (a ring)
+    plan: tuple = ()  # what the plan does (attnbench.advise.predict.plan_identity), per pass-less case
 
     @property
     def error(self) -> float:
@@ -54,10 +59,16 @@ class GroupResult:
     predicted_best: str
     margin: float  # measured second-fastest / fastest - 1
     methods: int
+    same_plan: bool = False  # the two are one plan under two names (usp at degree 1 and ring_p2p)
 
     @property
     def agree(self) -> bool:
         return self.measured_best == self.predicted_best
+
+    @property
+    def agree_plan(self) -> bool:
+        """The predicted fastest plan is the measured fastest one, whatever each is called."""
+        return self.agree or self.same_plan
 
 
 @dataclass
@@ -69,18 +80,22 @@ class CheckReport:
     groups: list[GroupResult]  # per (mask, world size), passes summed
     pass_groups: list[GroupResult]  # per (mask, world size, pass)
     not_predicted: list[tuple[str, str]] = field(default_factory=list)  # (case label, why)
+    calibration: Optional[str] = None  # what scaled the predictions (attnbench.advise.calibrate)
 
     @property
     def median_abs_error(self) -> Optional[float]:
         return float(np.median([abs(r.error) for r in self.rows])) if self.rows else None
 
     @staticmethod
-    def agreement(groups: list[GroupResult]) -> Optional[float]:
-        return sum(g.agree for g in groups) / len(groups) if groups else None
+    def agreement(groups: list[GroupResult], *, by_plan: bool = False) -> Optional[float]:
+        if not groups:
+            return None
+        return sum(g.agree_plan if by_plan else g.agree for g in groups) / len(groups)
 
 
-def check_run(run, predictor_for) -> CheckReport:
-    """``predictor_for(world_size, ranks_per_node)`` gives the Predictor of a case's cluster."""
+def check_run(run, predictor_for, *, calibration=None) -> CheckReport:
+    """``predictor_for(world_size, ranks_per_node)`` gives the Predictor of a case's cluster
+    (``calibration``: the attnbench.advise.calibrate.Calibration it applies, for the report)."""
     from attnbench.cp import CP_METHODS
     from attnbench.masks import build_mask
 
@@ -110,12 +125,13 @@ def check_run(run, predictor_for) -> CheckReport:
             label=label(case.cp.method, dict(case.cp.params)), mask=case.mask.label(), world_size=W,
             pass_=case.pass_.value, measured_s=record.timing.median_s, measured_p20_s=record.timing.p20_s,
             measured_p80_s=record.timing.p80_s, predicted_s=prediction.seconds,
-            measured_alone=measured_alone, predicted_alone=predicted_alone,
+            measured_alone=measured_alone, predicted_alone=predicted_alone, overlaps=prediction.overlaps,
+            plan=plan_identity(method, case, masks[key]),
         ))
     return CheckReport(run_id=run.info.run_id, compute_source=predictor_for(1, 1).compute.source,
                        network_source=predictor_for(1, 1).network.name, rows=rows,
                        groups=_groups(rows, by_pass=False), pass_groups=_groups(rows, by_pass=True),
-                       not_predicted=skipped)
+                       not_predicted=skipped, calibration=calibration.describe() if calibration else None)
 
 
 def _groups(rows: list[CheckRow], *, by_pass: bool) -> list[GroupResult]:
@@ -132,22 +148,27 @@ def _groups(rows: list[CheckRow], *, by_pass: bool) -> list[GroupResult]:
         measured = {n: sum(m[p].measured_s for p in passes) for n, m in complete.items()}
         predicted = {n: sum(m[p].predicted_s for p in passes) for n, m in complete.items()}
         order = sorted(measured, key=measured.get)
-        out.append(GroupResult(mask=mask, world_size=world, pass_=pass_, measured_best=order[0],
-                               predicted_best=min(predicted, key=predicted.get),
-                               margin=measured[order[1]] / measured[order[0]] - 1.0, methods=len(complete)))
+        best = min(predicted, key=predicted.get)
+        plan_of = {n: next(iter(m.values())).plan for n, m in complete.items()}
+        out.append(GroupResult(mask=mask, world_size=world, pass_=pass_, measured_best=order[0], predicted_best=best,
+                               margin=measured[order[1]] / measured[order[0]] - 1.0, methods=len(complete),
+                               same_plan=plan_of[order[0]] == plan_of[best]))
     return out
 
 
 def check_dict(report: CheckReport) -> dict:
     def group(g: GroupResult) -> dict:
         return {"mask": g.mask, "world_size": g.world_size, "pass": g.pass_, "measured_best": g.measured_best,
-                "predicted_best": g.predicted_best, "agree": g.agree, "margin": g.margin, "methods": g.methods}
+                "predicted_best": g.predicted_best, "agree": g.agree, "agree_plan": g.agree_plan, "margin": g.margin,
+                "methods": g.methods}
 
     return {
         "run": report.run_id, "compute": report.compute_source, "network": report.network_source,
+        "calibration": report.calibration,
         "median_abs_error": report.median_abs_error,
         "fastest_agreement": CheckReport.agreement(report.groups),
         "fastest_agreement_per_pass": CheckReport.agreement(report.pass_groups),
+        "fastest_plan_agreement": CheckReport.agreement(report.groups, by_plan=True),
         "cases": [{"label": r.label, "mask": r.mask, "world_size": r.world_size, "pass": r.pass_,
                    "measured_s": r.measured_s, "measured_p20_s": r.measured_p20_s, "measured_p80_s": r.measured_p80_s,
                    "predicted_s": r.predicted_s, "error": r.error, "measured_alone": r.measured_alone,

@@ -106,6 +106,10 @@ class ComputeModel:
     kernels: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
     published: bool = False
+    #: kernel -> a ring step's backward recomputes its forward under autograd (a registered
+    #: kernel without ``attend_slices_backward``, attnbench.cp.local); a flash kernel's
+    #: published backward works from the lse and recomputes nothing beyond its own figure
+    ring_recomputes: dict[str, bool] = field(default_factory=dict)
 
     def curve(self, kernel: str, dtype: str, pass_: str, mask, path: Optional[str] = None) -> Curve:
         """The curve of a step on ``path`` ("ring", "call"), else the kernel's own."""
@@ -143,7 +147,7 @@ class ComputeModel:
 
         out = priced(pass_)
         if (path == "ring" and pass_ == "backward" and not self.has_path(kernel, dtype, pass_, "ring")
-                and not _has_slice_backward(kernel)):
+                and self.ring_recomputes.get(kernel, False)):
             out = out + priced("forward")  # the ring backward recomputes the step's forward
         return out if out.ndim else float(out)
 
@@ -207,7 +211,7 @@ def from_run(run) -> ComputeModel:
         device=device, device_name=str((env.get("device") or {}).get("name") or device), memory_bytes=memory,
         curves=curves, dense=kernels, mask_key=lambda mask: mask.name,
         cores=(cpu.get("affinity_cpus") or cpu.get("logical_cpus")) if device == "cpu" else None,
-        kernels=tuple(sorted(kernels)),
+        kernels=tuple(sorted(kernels)), ring_recomputes={k: not _has_slice_backward(k) for k in kernels},
     )
 
 

@@ -65,10 +65,47 @@ class LinkFit(BaseModel):
     points: list[Point] = Field(default_factory=list)
     source: Optional[str] = None  # where the numbers come from (published profiles)
 
-    def seconds(self, op: str, nbytes: float, n: int) -> float:
+    def line(self, op: str, nbytes: float, n: int) -> float:
+        """The fitted model's seconds for one call."""
         if n <= 1 or nbytes <= 0:
             return 0.0
         return self.latency_s + self.hop_latency_s * hops(op, n) + float(nbytes) / self.bandwidth_Bps
+
+    def seconds(self, op: str, nbytes: float, n: int) -> float:
+        """One call: between measured sizes (of this group size, else the nearest measured
+        one) the measurements themselves, interpolated log-log; above the largest, that point
+        plus the extra bytes at the fitted bandwidth; below the smallest, the smallest's time
+        (latency-bound). Without points (a published profile), the fitted line.
+
+        The measurements rather than the line where there are some: a backend's time is not
+        always latency + bytes / bandwidth (gloo's p2p jumps by milliseconds between 16 and
+        64 KiB on a shared CPU, a line through it misses both sides)."""
+        if n <= 1 or nbytes <= 0:
+            return 0.0
+        pts = self._points_near(n)
+        if len(pts) < 2:
+            return self.line(op, nbytes, n)
+        b = np.array([p.bytes for p in pts], dtype=float)
+        t = np.array([p.seconds for p in pts], dtype=float)
+        x = float(nbytes)
+        if x >= b[-1]:
+            return float(t[-1] + (x - b[-1]) / self.bandwidth_Bps)
+        if x <= b[0]:
+            return float(t[0])
+        return float(np.exp(np.interp(np.log(x), np.log(b), np.log(t))))
+
+    def _points_near(self, n: int) -> list["Point"]:
+        """The points of the measured group size nearest ``n`` (larger first), by bytes; one
+        median per size when several were measured."""
+        if not self.points:
+            return []
+        sizes = {p.size for p in self.points}
+        best = min(sizes, key=lambda m: (abs(m - n), -m))
+        by_bytes: dict[int, list[float]] = {}
+        for p in self.points:
+            if p.size == best and p.seconds > 0:
+                by_bytes.setdefault(p.bytes, []).append(p.seconds)
+        return [Point(size=best, bytes=k, seconds=float(np.median(v))) for k, v in sorted(by_bytes.items())]
 
 
 class Overlap(BaseModel):
@@ -182,7 +219,7 @@ def fit_link(op: str, points: Iterable[Point]) -> LinkFit:
     if inv_bw <= 0:  # time did not grow with size: bandwidth beyond what the points resolve
         inv_bw = 1e-15
     fit = LinkFit(latency_s=latency, hop_latency_s=hop, bandwidth_Bps=1.0 / inv_bw, points=pts)
-    predicted = np.array([fit.seconds(op, p.bytes, p.size) for p in pts])
+    predicted = np.array([fit.line(op, p.bytes, p.size) for p in pts])
     fit.fit_error = float(np.median(np.abs(predicted - t) / t))
     return fit
 

@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from attnbench.advise.calibrate import Calibration
 from attnbench.advise.compute import ComputeModel
 from attnbench.advise.memory import KernelMemory, peak_bytes
 from attnbench.advise.network import NetworkProfile
@@ -61,6 +62,7 @@ class CasePrediction:
     passes: dict[str, PassCost]  # "forward" and/or "backward", as the case's pass times them
     peak_bytes: int  # estimated, the largest rank, over the passes
     alone: dict[str, dict[str, float]] = field(default_factory=dict)  # pass -> compute only / communication only
+    overlaps: bool = False  # transfers can run beside its steps (a ring); else every collective blocks
 
     @property
     def seconds(self) -> float:
@@ -72,13 +74,23 @@ def timed_passes(case: Case) -> tuple[str, ...]:
     return {"forward": ("forward",), "backward": ("backward",), "forward_backward": ("forward", "backward")}[case.pass_.value]
 
 
+def plan_identity(method, case: Case, mask) -> tuple:
+    """What a plan does, whatever the method is called: its schedule, token split and steps
+    (usp at Ulysses degree 1 is ring_p2p: the model cannot tell them apart, nor can a run)."""
+    plan = method.plan(case, mask)
+    steps = tuple(method.step_sources(case, plan, rank) for rank in range(case.cp.world_size))
+    return (method.schedule(case, plan), plan.ring.strategy, plan.ulysses, steps)
+
+
 class Predictor:
     """Predicts cases on one cluster: compute figures, network profile, ranks per node."""
 
-    def __init__(self, compute: ComputeModel, network: NetworkProfile, ranks_per_node: int) -> None:
+    def __init__(self, compute: ComputeModel, network: NetworkProfile, ranks_per_node: int,
+                 calibration: Optional[Calibration] = None) -> None:
         self.compute = compute
         self.network = network
         self.ranks_per_node = ranks_per_node
+        self.calibration = calibration
         self._areas: dict = {}  # (mask id, layout strategy, world) -> pair areas
 
     def _pair_areas(self, mask, ring) -> np.ndarray:
@@ -103,6 +115,8 @@ class Predictor:
         q_len = np.broadcast_to(lengths[group][:, None], area.shape).astype(float)
         measured = self.network.compute_slowdown(W)
         contention = measured if measured is not None else self.compute.contention(min(self.ranks_per_node, W))
+        if self.calibration:
+            contention *= self.calibration.compute_factor(W)
         expected = method.expected_comm(case)
         passes, peaks, alone_s = {}, [], {}
         for name in timed_passes(case):
@@ -119,24 +133,27 @@ class Predictor:
                 compute_only = float(steps.sum(axis=1).max())
                 comm_only = self._simulate(schedule, name, np.zeros_like(steps), W).seconds
                 alone_s[name] = {"compute_s": compute_only, "communication_s": comm_only}
-        return CasePrediction(case=case, plan=plan.describe(), passes=passes, peak_bytes=max(peaks), alone=alone_s)
+        return CasePrediction(case=case, plan=plan.describe(), passes=passes, peak_bytes=max(peaks), alone=alone_s,
+                              overlaps=bool(schedule.rings))
 
     def _simulate(self, schedule, pass_name: str, steps: np.ndarray, world: int) -> PassTimeline:
         rpn = self.ranks_per_node
         net = self.network
+        scale = self.calibration.communication_factor(world) if self.calibration else 1.0
 
         def collective(op, nbytes, members):
-            return net.seconds(op, nbytes, members, rpn, world)
+            return scale * net.seconds(op, nbytes, members, rpn, world)
 
-        def transfer(nbytes, dst):
+        def transfer(nbytes, dst, ring_size):
             ranks = np.arange(len(dst))
             out = np.zeros(len(dst))
             for spans in (False, True):
                 pick = ((ranks // rpn) != (dst // rpn)) == spans
-                if pick.any():
-                    out[pick] = net.link(world, spans, "p2p").seconds("p2p", nbytes, 2)
+                if pick.any():  # every rank of the ring exchanges at once, as netbench's p2p rings do
+                    out[pick] = scale * net.link(world, spans, "p2p").seconds("p2p", nbytes, ring_size)
             out[dst == ranks] = 0.0  # a ring of one position sends nothing
             return out
 
+        overlap = self.calibration.overlap_of(world) if self.calibration else None
         return simulate(schedule, pass_name, steps, collective=collective, transfer=transfer,
-                        overlap=net.overlap(world))
+                        overlap=net.overlap(world) if overlap is None else overlap)

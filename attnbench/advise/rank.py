@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from attnbench.advise.candidates import label, parameter_sets
-from attnbench.advise.predict import CasePrediction, Predictor
+from attnbench.advise.predict import CasePrediction, Predictor, plan_identity
 from attnbench.cases import Budget, Case, CPSpec, MaskChoice, Pass, Shape
 
 #: a part of the time at least this share of it is worth naming
@@ -115,7 +115,7 @@ def advise(question: Question, predictor: Predictor, memory_bytes: Optional[int]
                 options.append(option)
                 continue
             try:
-                identity = _identity(method, cases[question.passes[0]], mask)
+                identity = plan_identity(method, cases[question.passes[0]], mask)
                 if identity in seen:
                     option.status, option.reason = "same plan", f"the same steps and collectives as {seen[identity]}"
                     options.append(option)
@@ -135,13 +135,6 @@ def advise(question: Question, predictor: Predictor, memory_bytes: Optional[int]
     options.sort(key=lambda o: (order[o.status], o.seconds if o.status in ("ranked", "does not fit") else 0.0, o.label))
     return Advice(question=question, compute_source=predictor.compute.source, network_source=predictor.network.name,
                   memory_bytes=memory_bytes, options=options, notes=list(predictor.compute.notes))
-
-
-def _identity(method, case: Case, mask) -> tuple:
-    """What a plan does, whatever the method is called: its schedule, token split and steps."""
-    plan = method.plan(case, mask)
-    steps = tuple(method.step_sources(case, plan, rank) for rank in range(case.cp.world_size))
-    return (method.schedule(case, plan), plan.ring.strategy, plan.ulysses, steps)
 
 
 def _gib(n: float) -> str:
@@ -167,7 +160,8 @@ def _best_reason(o: Option) -> str:
     exposed = o.part("exposed_s")
     imbalance = o.part("compute_s") - o.part("mean_compute_s")
     comm = o.part("communication_s")
-    hidden = f"{100 * (1 - exposed / comm):.0f}% of its communication hidden" if comm > 0 else "nothing to send"
+    hidden = (f"{100 * min(1.0, max(0.0, 1 - exposed / comm)):.0f}% of its communication hidden" if comm > 0
+              else "nothing to send")
     if exposed < NOTABLE * total and imbalance < NOTABLE * total:
         return f"fastest: compute-bound ({hidden}; slowest rank's compute {o.part('compute_s') / o.part('mean_compute_s'):.2f}x the mean)"
     if exposed >= imbalance:
@@ -189,7 +183,7 @@ def _gap_reason(o: Option, best: Option) -> str:
         "imbalance": f"slowest rank's compute {o.part('compute_s') / max(o.part('mean_compute_s'), 1e-30):.2f}x the mean",
         "exposed communication": f"{_ms(o.part('exposed_s'))} of {_ms(o.part('communication_s'))} communication exposed",
     }[what]
-    return f"+{100 * share:.0f}% vs the fastest: {what} (+{_ms(amount)}; {detail})"
+    return f"+{100 * share:.{1 if share < 0.1 else 0}f}% vs the fastest: {what} (+{_ms(amount)}; {detail})"
 
 
 def pass_dict(cost) -> dict:

@@ -34,7 +34,8 @@ from attnbench.cp.schedule import Collective, RingSpec, Schedule, group_members,
 #: seconds of (op, bytes, group members) for one call
 CollectivePrice = Callable[[str, float, list], float]
 #: seconds of one p2p transfer of ``bytes`` from each rank to ``dst[rank]`` (array over ranks)
-TransferPrice = Callable[[float, np.ndarray], np.ndarray]
+#: on a ring level of ``size`` positions
+TransferPrice = Callable[[float, np.ndarray, int], np.ndarray]
 
 
 @dataclass
@@ -146,8 +147,9 @@ def _ring(schedule, pass_name, steps, now, transfer, overlap, comm, contention) 
     src = [np.array([ring_neighbour(r, lv.size, lv.stride, -1) for r in ranks]) for lv in schedule.rings]
     cost = {}
     for level in range(len(schedule.rings)):
-        cost[level, "kv"] = transfer(schedule.chunk_bytes, dst[level])
-        cost[level, "grad"] = transfer(schedule.grad_bytes, dst[level])
+        size = schedule.rings[level].size
+        cost[level, "kv"] = transfer(schedule.chunk_bytes, dst[level], size)
+        cost[level, "grad"] = transfer(schedule.grad_bytes, dst[level], size)
     posted: dict[int, tuple[np.ndarray, int, np.ndarray]] = {}
     pending: dict[int, np.ndarray] = {}  # in flight: the transfer time still to hide
     step = 0

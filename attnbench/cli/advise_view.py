@@ -3,12 +3,17 @@ attnbench.advise)."""
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 
 def _ms(s) -> str:
-    return "-" if s is None else f"{s * 1e3:.3g}"
+    """Milliseconds, three significant figures below 100 ms, whole ones above (no exponents)."""
+    if s is None:
+        return "-"
+    ms = s * 1e3
+    return f"{ms:.3g}" if abs(ms) < 100 else f"{ms:,.0f}"
 
 
 def _gib(n) -> str:
@@ -45,20 +50,26 @@ def print_advice(console: Console, advice) -> None:
     console.print(f"  network: {advice.network_source}")
     if advice.memory_bytes:
         console.print(f"  memory per rank: {_gib(advice.memory_bytes)} GiB")
-    table = Table(title="Predicted, fastest first (ms per pass on the slowest rank)", title_justify="left")
-    for col in ("#", "method", "plan", *[f"{p} ms" for p in q.passes], "total ms", "exposed ms", "hidden",
-                "imbalance", "GiB/rank"):
-        table.add_column(col, justify="left" if col in ("method", "plan") else "right", overflow="fold")
+    console.print("Predicted, fastest first: ms on the slowest rank per pass (fwd, bwd), their total and its "
+                  "exposed communication; share of the communication hidden; compute imbalance (slowest / mean); "
+                  "estimated peak GiB per rank")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    short = {"forward": "fwd", "backward": "bwd"}
+    for col in ("#", "method: plan", *[short.get(p, p) for p in q.passes], "total", "exposed", "hidden",
+                "imbal.", "GiB"):
+        words = col == "method: plan"
+        table.add_column(col, justify="left" if words else "right", overflow="fold", no_wrap=not words,
+                         min_width=16 if words else None)
     for o in advice.options:
         if o.status not in ("ranked", "does not fit"):
             continue
         costs = {name: c for p in o.predictions.values() for name, c in p.passes.items()}
         exposed = sum(c.exposed_s for c in costs.values())
         comm = sum(c.communication_s for c in costs.values())
-        hidden = None if comm <= 0 else max(0.0, 1 - exposed / comm)
+        hidden = None if comm <= 0 else min(1.0, max(0.0, 1 - exposed / comm))
         mean = sum(c.mean_compute_s for c in costs.values())
         imbalance = sum(c.compute_s for c in costs.values()) / mean if mean > 0 else 1.0
-        table.add_row(str(o.rank or "-"), o.label, _plan(o.plan), *[_ms(costs[p].seconds) if p in costs else "-" for p in q.passes],
+        table.add_row(str(o.rank or "-"), f"{o.method}: {_plan(o.plan)}", *[_ms(costs[p].seconds) if p in costs else "-" for p in q.passes],
                       _ms(o.seconds), _ms(exposed), _pct(hidden), f"{imbalance:.2f}", _gib(o.peak_bytes))
     console.print(table)
     console.print("Why:")
@@ -89,23 +100,30 @@ def print_check(console: Console, report) -> None:
     console.print(f"advise --check {report.run_id}")
     console.print(f"  compute: {report.compute_source}")
     console.print(f"  network: {report.network_source}")
-    table = Table(title="Predicted vs measured per case (ms; measured = median of the slowest rank)", title_justify="left")
-    for col in ("method", "mask", "W", "pass", "measured", "p20-p80", "predicted", "error",
-                "compute meas/pred", "comm meas/pred"):
-        table.add_column(col, justify="left" if col in ("method", "mask", "pass") else "right")
+    if report.calibration:
+        console.print(f"  {report.calibration}")
+    console.print("Predicted vs measured per case, ms (measured: the median of the slowest rank, and its p20-p80); "
+                  "compute only and communication only, as the worker measures them: measured/predicted")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("method", "mask", "W", "pass", "meas.", "p20-p80", "pred.", "error", "compute", "comm"):
+        words = col in ("method", "mask")
+        table.add_column(col, justify="left" if words or col == "pass" else "right", no_wrap=not words,
+                         overflow="fold", min_width=8 if words else None)
+    short = {"forward": "fwd", "backward": "bwd"}
     for r in report.rows:
         ma, pa = r.measured_alone or {}, r.predicted_alone or {}
-        table.add_row(r.label, r.mask, str(r.world_size), r.pass_, _ms(r.measured_s),
+        table.add_row(r.label, r.mask, str(r.world_size), short.get(r.pass_, r.pass_), _ms(r.measured_s),
                       f"{_ms(r.measured_p20_s)}-{_ms(r.measured_p80_s)}", _ms(r.predicted_s), f"{100 * r.error:+.0f}%",
                       f"{_ms(ma.get('compute_s'))}/{_ms(pa.get('compute_s'))}",
                       f"{_ms(ma.get('communication_s'))}/{_ms(pa.get('communication_s'))}")
     console.print(table)
-    groups = Table(title="Fastest method per (mask, world size), forward + backward", title_justify="left")
+    console.print("Fastest method per (mask, world size), forward + backward")
+    groups = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for col in ("mask", "W", "measured fastest", "predicted fastest", "agree", "measured margin to 2nd"):
         groups.add_column(col)
     for g in report.groups:
-        groups.add_row(g.mask, str(g.world_size), g.measured_best, g.predicted_best, "yes" if g.agree else "no",
-                       f"{100 * g.margin:.0f}%")
+        agree = "yes" if g.agree else ("same plan" if g.agree_plan else "no")
+        groups.add_row(g.mask, str(g.world_size), g.measured_best, g.predicted_best, agree, f"{100 * g.margin:.0f}%")
     console.print(groups)
     for case, why in report.not_predicted:
         console.print(f"  not predicted: {case}: {why}")
@@ -113,5 +131,6 @@ def print_check(console: Console, report) -> None:
 
     mae = report.median_abs_error
     console.print(f"Summary: {len(report.rows)} cases; median absolute error {_pct(mae)}; predicted fastest = measured "
-                  f"fastest in {_pct(CheckReport.agreement(report.groups))} of {len(report.groups)} (mask, world size) groups "
+                  f"fastest in {_pct(CheckReport.agreement(report.groups))} of {len(report.groups)} (mask, world size) groups, "
+                  f"the same plan in {_pct(CheckReport.agreement(report.groups, by_plan=True))} "
                   f"({_pct(CheckReport.agreement(report.pass_groups))} of {len(report.pass_groups)} per pass)")

@@ -410,6 +410,9 @@ def advise_command(
         None, "--network", help="Network profile: a file from `attnbench netbench` or a shipped name (default h100-nvlink-ib400)."),
     gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory", help="Memory per GPU, e.g. 80G (default: the figures' device)."),
     check: Optional[str] = typer.Option(None, "--check", help="Predict every case of this CP run and compare with what it measured."),
+    calibrate: Optional[str] = typer.Option(
+        None, "--calibrate", help="With --check: another CP run on this machine whose compute-only and communication-only "
+                                  "times scale the predictions per world size."),
     root: RootOption = DEFAULT_RESULTS,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
@@ -419,7 +422,7 @@ def advise_command(
     from attnbench.cli import advise_view
 
     if check:
-        report = api.check(check, kernel_run=kernel_run, network=network, root=root)
+        report = api.check(check, kernel_run=kernel_run, network=network, root=root, calibrate=calibrate)
         if as_json:
             from attnbench.advise.check import check_dict
 
@@ -427,6 +430,8 @@ def advise_command(
             return
         advise_view.print_check(console, report)
         return
+    if calibrate:
+        raise UserError("--calibrate goes with --check RUN (it scales the predictions of this machine's world sizes)")
     if not mask or not seqlen:
         raise UserError("advise needs --mask and --seqlen (or --check RUN)")
     from attnbench.advise.network import parse_bytes
