@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from attnbench.cp import CP_METHODS
 from attnbench.cp.ring import transfers
 from attnbench.cp.schedule import Collective, RingSpec, Schedule
 from attnbench.masks import build_mask
+from tests.helpers import ROOT
 
 RATE = 1e12  # synthetic kernel: exactly RATE FLOPs/s at every size, no overhead
 
@@ -280,6 +282,21 @@ def test_the_fastest_per_group_and_one_plan_under_two_names():
     assert two.margin == pytest.approx(0.2) and two.methods == 3
     assert (four.measured_best, four.predicted_best, four.agree, four.agree_plan) == ("ulysses", "ring_p2p", False, False)
 
+    # the same suite measured again: ring_p2p fastest at W = 2 (usp's plan), ring_p2p at W = 4
+    from attnbench.advise.check import CheckReport, run_agreement
+
+    again = [row("ring_p2p", 2, 0.9, 1.0, ("ring",)), row("usp", 2, 1.5, 1.0, ("ring",)), row("ulysses", 2, 1.5, 2.0, ("a2a",)),
+             row("ring_p2p", 4, 1.5, 2.0, ("ring4",)), row("ulysses", 4, 3.0, 3.0, ("a2a4",))]
+
+    def report(rs, run_id):
+        return CheckReport(run_id=run_id, compute_source="c", network_source="n", rows=rs,
+                           groups=_groups(rs, by_pass=False), pass_groups=[])
+
+    ref = run_agreement(report(rows, "B"), report(again, "A"))
+    assert (ref.run_id, ref.cases, ref.groups, ref.same_fastest, ref.same_fastest_plan) == ("A", 5, 2, 0, 1)
+    # |this / other - 1|: 1.2/0.9, 1.0/1.5, 1.5/1.5, 3.0/1.5, 2.0/3.0 -> median of (1/3, 1/3, 0, 1, 1/3)
+    assert ref.median_abs_difference == pytest.approx(1 / 3)
+
 
 # -- the CLI --------------------------------------------------------------------------------
 def test_advise_and_check_from_the_command_line(tmp_path):
@@ -357,11 +374,16 @@ def test_advise_and_check_from_the_command_line(tmp_path):
     assert calibrated["median_abs_error"] == pytest.approx(0.0, abs=1e-9)
     assert "compute x3.00, communication x2.00" in calibrated["calibration"]
 
-    proc = run_cli("advise", "--mask", "causal", "--seqlen", "64K", "--gpus", "16", "--gpus-per-node", "8", "--json")
+    # README's example, as written there: shipped published profiles by default
+    line = next(x for x in (ROOT / "README.md").read_text().splitlines() if x.startswith("attnbench advise --mask causal"))
+    proc = run_cli(*shlex.split(line)[1:], "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
+    assert (data["question"]["seqlen"], data["question"]["gpus"], data["question"]["gpus_per_node"]) == (1 << 20, 64, 8)
     ranked = [o for o in data["options"] if o["status"] == "ranked"]
     assert ranked and ranked[0]["rank"] == 1 and data["network"] == "h100-nvlink-ib400"
+    assert {o["method"] for o in ranked} == set(MODELLED)
+    assert {o["method"] for o in data["options"] if o["status"] == "not modelled"} == {"torch_cp"}
     assert data["compute"].startswith("published: FlashAttention-3")
 
     for args, message in [
@@ -375,6 +397,21 @@ def test_advise_and_check_from_the_command_line(tmp_path):
     ]:
         proc = run_cli(*args)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+def test_readme_documents_every_option_of_advise_and_netbench():
+    import typer
+
+    from attnbench.cli.app import app
+
+    readme = (ROOT / "README.md").read_text()
+    commands = typer.main.get_command(app).commands
+    for name in ("advise", "netbench"):
+        assert f"attnbench {name}" in readme
+        for param in commands[name].params:
+            for opt in param.opts:
+                if opt.startswith("--"):
+                    assert opt in readme, (name, opt)
 
 
 def test_netbench_measures_a_gloo_world_and_writes_a_profile(tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from attnbench.advise.calibrate import calibration_from
-from attnbench.advise.check import CheckReport, check_run
+from attnbench.advise.check import CheckReport, check_run, run_agreement
 from attnbench.advise.compute import ComputeModel, from_figures, from_run
 from attnbench.advise.network import load_profile
 from attnbench.advise.predict import Predictor
@@ -84,8 +84,12 @@ def check(run_ref: str, *, kernel_run: Optional[str], network: Optional[str], ro
         if reference.info.run_id == run.info.run_id:
             raise UserError("--calibrate names the run being checked: calibrate on another run of the suite "
                             "(a check against its own fit says nothing)")
-        calibration = calibration_from(check_run(reference, _predictors(compute, profile, None)))
-    return check_run(run, _predictors(compute, profile, calibration), calibration=calibration)
+        fitted_on = check_run(reference, _predictors(compute, profile, None))
+        calibration = calibration_from(fitted_on)
+    report = check_run(run, _predictors(compute, profile, calibration), calibration=calibration)
+    if calibrate:
+        report.reference = run_agreement(report, fitted_on)
+    return report
 
 
 def _cp_run(ref: str, root: Path, profile):

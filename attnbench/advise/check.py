@@ -15,13 +15,18 @@ profile given; predicted vs measured median per case, and the summary:
   inside the measurement's noise (W = 1, where every method is the same local call) no
   model can call the winner, and the table shows it.
 
+With a calibration run (``--calibrate``), the two runs' measurements are also compared with
+each other (:class:`RunAgreement`): how often the same suite, run twice on this machine,
+finds the same fastest method, and how far apart its case times are: the ceiling of any
+prediction here.
+
 Records the model cannot predict (torch_cp: its collectives run inside DTensor) are listed
 with the reason, never silently dropped.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -81,6 +86,7 @@ class CheckReport:
     pass_groups: list[GroupResult]  # per (mask, world size, pass)
     not_predicted: list[tuple[str, str]] = field(default_factory=list)  # (case label, why)
     calibration: Optional[str] = None  # what scaled the predictions (attnbench.advise.calibrate)
+    reference: Optional["RunAgreement"] = None  # the calibration run's measurements against this run's
 
     @property
     def median_abs_error(self) -> Optional[float]:
@@ -91,6 +97,34 @@ class CheckReport:
         if not groups:
             return None
         return sum(g.agree_plan if by_plan else g.agree for g in groups) / len(groups)
+
+
+@dataclass
+class RunAgreement:
+    """Two runs of one suite measured against each other: the ceiling of any prediction of
+    one from the other on this machine (a model cannot agree with a run more often, nor
+    closer, than the run's own repetition does, except by luck)."""
+
+    run_id: str  # the other run
+    cases: int  # cases both measured
+    median_abs_difference: Optional[float]  # median |this / other - 1| of the case times
+    groups: int  # (mask, world size) groups both measured
+    same_fastest: int  # groups whose measured fastest method is the same in both runs
+    same_fastest_plan: int  # ... the same plan, whatever each run's fastest is called
+
+
+def run_agreement(this: CheckReport, other: CheckReport) -> RunAgreement:
+    mine = {(r.label, r.mask, r.world_size, r.pass_): r.measured_s for r in this.rows}
+    ratios = [mine[k] / r.measured_s - 1.0 for r in other.rows if (k := (r.label, r.mask, r.world_size, r.pass_)) in mine]
+    theirs = {(g.mask, g.world_size): g for g in other.groups}
+    both = [(g, theirs[(g.mask, g.world_size)]) for g in this.groups if (g.mask, g.world_size) in theirs]
+    plans = {(r.label, r.mask, r.world_size): r.plan for r in this.rows + other.rows}
+    same = sum(a.measured_best == b.measured_best for a, b in both)
+    same_plan = sum(plans[(a.measured_best, a.mask, a.world_size)] == plans[(b.measured_best, b.mask, b.world_size)]
+                    for a, b in both)
+    return RunAgreement(run_id=other.run_id, cases=len(ratios),
+                        median_abs_difference=float(np.median(np.abs(ratios))) if ratios else None,
+                        groups=len(both), same_fastest=same, same_fastest_plan=same_plan)
 
 
 def check_run(run, predictor_for, *, calibration=None) -> CheckReport:
@@ -176,4 +210,5 @@ def check_dict(report: CheckReport) -> dict:
         "groups": [group(g) for g in report.groups],
         "pass_groups": [group(g) for g in report.pass_groups],
         "not_predicted": [{"case": c, "reason": why} for c, why in report.not_predicted],
+        "reference": asdict(report.reference) if report.reference else None,
     }

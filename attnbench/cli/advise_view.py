@@ -134,3 +134,9 @@ def print_check(console: Console, report) -> None:
                   f"fastest in {_pct(CheckReport.agreement(report.groups))} of {len(report.groups)} (mask, world size) groups, "
                   f"the same plan in {_pct(CheckReport.agreement(report.groups, by_plan=True))} "
                   f"({_pct(CheckReport.agreement(report.pass_groups))} of {len(report.pass_groups)} per pass)")
+    ref = report.reference
+    if ref:
+        console.print(f"The same suite measured twice: run {ref.run_id} against this one: case times "
+                      f"{_pct(ref.median_abs_difference)} apart (median of {ref.cases}); the same fastest method in "
+                      f"{ref.same_fastest} of {ref.groups} groups, the same plan in {ref.same_fastest_plan}: "
+                      "no prediction agrees with this run more often except by luck")
