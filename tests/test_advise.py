@@ -296,6 +296,9 @@ def test_the_fastest_per_group_and_one_plan_under_two_names():
     assert (ref.run_id, ref.cases, ref.groups, ref.same_fastest, ref.same_fastest_plan) == ("A", 5, 2, 0, 1)
     # |this / other - 1|: 1.2/0.9, 1.0/1.5, 1.5/1.5, 3.0/1.5, 2.0/3.0 -> median of (1/3, 1/3, 0, 1, 1/3)
     assert ref.median_abs_difference == pytest.approx(1 / 3)
+    assert ref.by_world == {2: pytest.approx(1 / 3), 4: pytest.approx(2 / 3)}  # (1/3, 1/3, 0) and (1, 1/3)
+    # predicted / measured - 1: W = 2: 1/1.2, 1/1, 2/1.5 -> (1/6, 0, 1/3); W = 4: 2/3, 3/2 -> (1/3, 1/2)
+    assert report(rows, "B").median_abs_error_by_world == {2: pytest.approx(1 / 6), 4: pytest.approx(5 / 12)}
 
 
 # -- the CLI --------------------------------------------------------------------------------

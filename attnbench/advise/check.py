@@ -92,6 +92,13 @@ class CheckReport:
     def median_abs_error(self) -> Optional[float]:
         return float(np.median([abs(r.error) for r in self.rows])) if self.rows else None
 
+    @property
+    def median_abs_error_by_world(self) -> dict[int, float]:
+        by: dict[int, list[float]] = {}
+        for r in self.rows:
+            by.setdefault(r.world_size, []).append(abs(r.error))
+        return {w: float(np.median(v)) for w, v in sorted(by.items())}
+
     @staticmethod
     def agreement(groups: list[GroupResult], *, by_plan: bool = False) -> Optional[float]:
         if not groups:
@@ -108,6 +115,7 @@ class RunAgreement:
     run_id: str  # the other run
     cases: int  # cases both measured
     median_abs_difference: Optional[float]  # median |this / other - 1| of the case times
+    by_world: dict[int, float]  # the same per world size
     groups: int  # (mask, world size) groups both measured
     same_fastest: int  # groups whose measured fastest method is the same in both runs
     same_fastest_plan: int  # ... the same plan, whatever each run's fastest is called
@@ -115,7 +123,12 @@ class RunAgreement:
 
 def run_agreement(this: CheckReport, other: CheckReport) -> RunAgreement:
     mine = {(r.label, r.mask, r.world_size, r.pass_): r.measured_s for r in this.rows}
-    ratios = [mine[k] / r.measured_s - 1.0 for r in other.rows if (k := (r.label, r.mask, r.world_size, r.pass_)) in mine]
+    pairs = [(r.world_size, mine[k] / r.measured_s - 1.0) for r in other.rows
+             if (k := (r.label, r.mask, r.world_size, r.pass_)) in mine]
+    ratios = [x for _, x in pairs]
+    by_world: dict[int, list[float]] = {}
+    for w, x in pairs:
+        by_world.setdefault(w, []).append(abs(x))
     theirs = {(g.mask, g.world_size): g for g in other.groups}
     both = [(g, theirs[(g.mask, g.world_size)]) for g in this.groups if (g.mask, g.world_size) in theirs]
     plans = {(r.label, r.mask, r.world_size): r.plan for r in this.rows + other.rows}
@@ -124,6 +137,7 @@ def run_agreement(this: CheckReport, other: CheckReport) -> RunAgreement:
                     for a, b in both)
     return RunAgreement(run_id=other.run_id, cases=len(ratios),
                         median_abs_difference=float(np.median(np.abs(ratios))) if ratios else None,
+                        by_world={w: float(np.median(v)) for w, v in sorted(by_world.items())},
                         groups=len(both), same_fastest=same, same_fastest_plan=same_plan)
 
 
@@ -200,6 +214,7 @@ def check_dict(report: CheckReport) -> dict:
         "run": report.run_id, "compute": report.compute_source, "network": report.network_source,
         "calibration": report.calibration,
         "median_abs_error": report.median_abs_error,
+        "median_abs_error_by_world": report.median_abs_error_by_world,
         "fastest_agreement": CheckReport.agreement(report.groups),
         "fastest_agreement_per_pass": CheckReport.agreement(report.pass_groups),
         "fastest_plan_agreement": CheckReport.agreement(report.groups, by_plan=True),

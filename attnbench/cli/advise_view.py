@@ -130,13 +130,16 @@ def print_check(console: Console, report) -> None:
     from attnbench.advise.check import CheckReport
 
     mae = report.median_abs_error
-    console.print(f"Summary: {len(report.rows)} cases; median absolute error {_pct(mae)}; predicted fastest = measured "
+    per_world = ", ".join(f"W={w} {_pct(e)}" for w, e in report.median_abs_error_by_world.items())
+    console.print(f"Summary: {len(report.rows)} cases; median absolute error {_pct(mae)} ({per_world}); predicted fastest = measured "
                   f"fastest in {_pct(CheckReport.agreement(report.groups))} of {len(report.groups)} (mask, world size) groups, "
                   f"the same plan in {_pct(CheckReport.agreement(report.groups, by_plan=True))} "
                   f"({_pct(CheckReport.agreement(report.pass_groups))} of {len(report.pass_groups)} per pass)")
     ref = report.reference
     if ref:
         console.print(f"The same suite measured twice: run {ref.run_id} against this one: case times "
-                      f"{_pct(ref.median_abs_difference)} apart (median of {ref.cases}); the same fastest method in "
+                      f"{_pct(ref.median_abs_difference)} apart (median of {ref.cases}; "
+                      + ", ".join(f"W={w} {_pct(x)}" for w, x in ref.by_world.items())
+                      + f"); the same fastest method in "
                       f"{ref.same_fastest} of {ref.groups} groups, the same plan in {ref.same_fastest_plan}: "
                       "no prediction agrees with this run more often except by luck")
