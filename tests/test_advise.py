@@ -395,6 +395,8 @@ def test_advise_and_check_from_the_command_line(tmp_path):
         (("advise", "--check", str(cp_run.path)), "--kernel-run"),
         (("advise", "--mask", "block_sparse", "--seqlen", "4K"), "dynamic"),
         (("netbench", "--sizes", "4X"), "message size"),
+        (("advise", "--mask", "causal", "--seqlen", "4K", "--dtype", "fp7"), "--dtype: unknown dtype"),
+        (("advise", "--mask", "causal", "--seqlen", "1000", "--gpus", "64"), "no CP method can run causal at 1000 tokens"),
         (("advise", "--mask", "causal", "--seqlen", "4K", "--calibrate", str(run_a.path)), "--calibrate goes with --check"),
         (("advise", "--check", str(run_a.path), "--calibrate", str(run_a.path), *common), "names the run being checked"),
     ]:

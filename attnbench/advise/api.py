@@ -55,16 +55,25 @@ def advise_question(*, mask: str, mask_params: dict, seqlen: int, gpus: int, gpu
         raise UserError(f"--heads {heads[0]}:{heads[1]}: query heads must be a positive multiple of the kv heads")
     if head_dim < 1:
         raise UserError("--head-dim must be >= 1")
+    try:
+        dtype = canonical_dtype(dtype)
+    except ValueError as exc:
+        raise UserError(f"--dtype: {exc}") from None
     family = MASKS.get(mask)  # unknown name: "did you mean"
     if family.dynamic:
         raise UserError(f"mask {mask!r} is dynamic (per head); CP methods run the static masks")
     compute = compute_model(kernel_run, figures, root)
     profile = load_profile(network or DEFAULT_NETWORK)
     question = Question(mask=mask, mask_params=mask_params, seqlen=seqlen, gpus=gpus, gpus_per_node=min(gpus_per_node, gpus),
-                        heads_q=heads[0], heads_kv=heads[1], head_dim=head_dim, dtype=canonical_dtype(dtype),
+                        heads_q=heads[0], heads_kv=heads[1], head_dim=head_dim, dtype=dtype,
                         kernel=pick_kernel(compute, kernel), device=compute.device)
     predictor = Predictor(compute, profile, question.gpus_per_node)
-    return advise(question, predictor, memory_bytes or compute.memory_bytes)
+    advice = advise(question, predictor, memory_bytes or compute.memory_bytes)
+    if all(o.status == "cannot run" for o in advice.options if o.status != "not modelled"):
+        first = next(o for o in advice.options if o.status == "cannot run")
+        raise UserError(f"no CP method can run {mask} at {seqlen} tokens on {gpus} GPUs "
+                        f"(e.g. {first.label}: {first.reason})")
+    return advice
 
 
 def check(run_ref: str, *, kernel_run: Optional[str], network: Optional[str], root: Path,

@@ -91,7 +91,7 @@ def _plan(plan: dict) -> str:
         parts.append(f"u={plan['ulysses_degree']}")
     if plan.get("rings"):
         parts.append("ring " + "x".join(str(r) for r in plan["rings"]))
-    if plan.get("dispatch") and plan.get("rings"):
+    if plan.get("dispatch") and (plan.get("rings") or plan.get("ulysses_degree", 1) == 1):  # a token split to show
         parts.append(plan["dispatch"])
     return ", ".join(parts) or "-"
 
