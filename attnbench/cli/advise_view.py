@@ -28,13 +28,16 @@ def print_network_profile(console: Console, profile, path) -> None:
     console.print(f"Network profile {profile.name} ({profile.backend}, {profile.device}) written to {path}")
     for section in profile.sections:
         world = "any world size" if section.world_size is None else f"world size {section.world_size}"
-        table = Table(title=f"{world}, {section.ranks_per_node} ranks per node", title_justify="left")
-        for col in ("link", "collective", "latency us", "per hop us", "bandwidth GB/s", "fit error", "points"):
+        console.print(f"{world}, {section.ranks_per_node} ranks per node")
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        for col in ("link", "collective", "latency us", "per hop us", "GB/s", "fit err", "points"):
             table.add_column(col, justify="left" if col in ("link", "collective") else "right", no_wrap=True)
         for link, fits in section.links.items():
             for op, fit in fits.items():
+                # a bandwidth the points did not resolve (time flat in size) is no figure
+                bandwidth = "-" if fit.bandwidth_Bps >= 1e14 else f"{fit.bandwidth_Bps / 1e9:.3g}"
                 table.add_row(link, op, f"{fit.latency_s * 1e6:.1f}", f"{fit.hop_latency_s * 1e6:.1f}",
-                              f"{fit.bandwidth_Bps / 1e9:.3g}", _pct(fit.fit_error), str(len(fit.points)))
+                              bandwidth, _pct(fit.fit_error), str(len(fit.points)))
         console.print(table)
         console.print(f"  overlap of a transfer with compute: {_pct(section.overlap.hidden)} hidden ({section.overlap.source})")
         if section.compute_slowdown is not None:
