@@ -103,7 +103,7 @@ def test_readme_documents_every_command():
     readme = (ROOT / "README.md").read_text()
     for command in ("attnbench list", "attnbench masks info", "attnbench validate", "attnbench run", "attnbench env",
                     "attnbench show", "attnbench compare", "attnbench history", "attnbench report", "attnbench masks show",
-                    "attnbench inspect", "attnbench tune"):
+                    "attnbench inspect", "attnbench tune", "attnbench netbench", "attnbench advise"):
         assert command in readme
     for section in ("## When things go wrong", "## Context parallelism", "## Catching regressions nightly",
                     "## Adding a kernel", "## Adding a mask"):

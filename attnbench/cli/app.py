@@ -323,6 +323,137 @@ def tune_command(
     print_tune(console, arch_used, rows, out or TABLE, dry_run)
 
 
+# -- netbench --------------------------------------------------------------------------
+@app.command("netbench")
+def netbench_command(
+    world_sizes: Optional[str] = typer.Option(
+        None, "--world-sizes", help="Worlds to measure, comma-separated (default: 2,4 on CPU; the GPUs of every node on CUDA)."),
+    sizes: Optional[str] = typer.Option(
+        None, "--sizes", help="Bytes one rank sends per call, e.g. 1K,64K,4M (default: 1K..4M on CPU, 64K..1G on CUDA)."),
+    ops: str = typer.Option("all_to_all,all_gather,reduce_scatter,p2p", "--ops", help="Collectives to time."),
+    repeats: int = typer.Option(20, "--repeats", min=2, max=10000, help="Timed calls per point."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu (gloo) or cuda (NCCL)."),
+    out: Path = typer.Option(Path("netbench.json"), "--out", help="The profile file to write (node 0)."),
+    name: Optional[str] = typer.Option(None, "--name", help="The profile's name (default: backend-host)."),
+    nnodes: Optional[int] = typer.Option(None, "--nnodes", help="Nodes taking part (run the same command on each)."),
+    node_rank: Optional[int] = typer.Option(None, "--node-rank", help="This node's index, 0..nnodes-1."),
+    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="HOST:PORT of node 0 (with --nnodes > 1)."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds one world's launch may take."),
+    as_json: bool = typer.Option(False, "--json", help="Print the profile as JSON."),
+) -> None:
+    """Time the collectives CP methods use and write a fitted latency + bandwidth profile."""
+    import torch
+
+    from attnbench.advise.network import DEFAULT_SIZES, measure_profile, parse_bytes
+    from attnbench.cli.advise_view import print_network_profile
+    from attnbench.cp.launch import LaunchOptions
+    from attnbench.cp.netbench import NetbenchFailed
+
+    options = LaunchOptions.resolve(nnodes, node_rank, rdzv_endpoint)
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda (got {device!r})")
+    if not timeout > 0:
+        raise UserError(f"--timeout must be > 0 seconds (got {timeout:g})")
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if dev == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device here")
+    if world_sizes:
+        try:
+            worlds = [int(w) for w in _split([world_sizes])]
+        except ValueError:
+            raise UserError(f"--world-sizes must be integers, e.g. 2,4 (got {world_sizes!r})") from None
+    else:
+        worlds = [torch.cuda.device_count() * options.nnodes] if dev == "cuda" else [2 * options.nnodes, 4 * options.nnodes]
+    message_sizes = [parse_bytes(x) for x in _split([sizes or DEFAULT_SIZES[dev]])]
+    backend = "nccl" if dev == "cuda" else "gloo"
+    import socket
+
+    profile_name = name or f"{backend}-{socket.gethostname()}"
+    command = "attnbench netbench " + " ".join(sys.argv[2:])
+    try:
+        profile = measure_profile(
+            world_sizes=worlds, sizes=message_sizes, ops=_split([ops]) or [], repeats=repeats, device=dev, options=options,
+            timeout_s=timeout, name=profile_name, description=f"{backend} measured by attnbench netbench", command=command,
+            progress=lambda world, job: err_console.print(f"netbench: world size {world}: {len(job.layouts)} group layouts, "
+                                                          f"{len(job.ops)} collectives, {len(job.sizes)} sizes"),
+        )
+    except NetbenchFailed as exc:
+        _print_error(f"netbench failed: {exc}")
+        raise typer.Exit(1)
+    if profile is None:
+        console.print(f"node {options.node_rank}: done (node 0 writes the profile)")
+        return
+    out.write_text(profile.model_dump_json(indent=1), encoding="utf-8")
+    if as_json:
+        console.print_json(profile.model_dump_json())
+        return
+    print_network_profile(console, profile, out)
+
+
+# -- advise ----------------------------------------------------------------------------
+@app.command("advise")
+def advise_command(
+    mask: Optional[str] = typer.Option(None, "--mask", help="The mask (a static one, see `attnbench list`)."),
+    seqlen: Optional[str] = typer.Option(None, "--seqlen", "-s", help="Global sequence length, e.g. 1M."),
+    gpus: int = typer.Option(64, "--gpus", help="GPUs (ranks) the sequence is split over."),
+    gpus_per_node: int = typer.Option(8, "--gpus-per-node", help="GPUs per node (groups inside a node use the intra link)."),
+    heads: str = typer.Option("64:8", "--heads", help="Query heads:kv heads."),
+    head_dim: int = typer.Option(128, "--head-dim"),
+    dtype: str = typer.Option("bf16", "--dtype", help="float32|float16|bfloat16 (fp32, fp16, bf16)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Mask parameter key=value (repeatable)."),
+    kernel_run: Optional[str] = typer.Option(
+        None, "--kernel-run", help="A kernel run (directory, id, latest) whose measured calls price compute."),
+    kernel_figures: Optional[str] = typer.Option(
+        None, "--kernel-figures", help="Published kernel figures (shipped name or file; default h100-fa3 without --kernel-run)."),
+    kernel: Optional[str] = typer.Option(None, "--kernel", help="The local kernel to price (default: the figures' only one, or flex)."),
+    network: Optional[str] = typer.Option(
+        None, "--network", help="Network profile: a file from `attnbench netbench` or a shipped name (default h100-nvlink-ib400)."),
+    gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory", help="Memory per GPU, e.g. 80G (default: the figures' device)."),
+    check: Optional[str] = typer.Option(None, "--check", help="Predict every case of this CP run and compare with what it measured."),
+    calibrate: Optional[str] = typer.Option(
+        None, "--calibrate", help="With --check: another CP run on this machine whose compute-only and communication-only "
+                                  "times scale the predictions per world size."),
+    root: RootOption = DEFAULT_RESULTS,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Rank every CP method and parameter set for one question, predicted from measured compute and
+    network figures, with the reason each wins or loses; or check the model against a CP run."""
+    from attnbench.advise import api
+    from attnbench.cli import advise_view
+
+    if check:
+        report = api.check(check, kernel_run=kernel_run, network=network, root=root, calibrate=calibrate)
+        if as_json:
+            from attnbench.advise.check import check_dict
+
+            console.print_json(json.dumps(check_dict(report)))
+            return
+        advise_view.print_check(console, report)
+        return
+    if calibrate:
+        raise UserError("--calibrate goes with --check RUN (it scales the predictions of this machine's world sizes)")
+    if not mask or not seqlen:
+        raise UserError("advise needs --mask and --seqlen (or --check RUN)")
+    from attnbench.advise.network import parse_bytes
+    from attnbench.suite import parse_seqlen
+
+    try:
+        hq, hkv = (int(x) for x in heads.split(":"))
+    except ValueError:
+        raise UserError(f"--heads must be Q:KV, e.g. 64:8 (got {heads!r})") from None
+    advice = api.advise_question(
+        mask=mask, mask_params=_parse_set(set_), seqlen=parse_seqlen(seqlen), gpus=gpus, gpus_per_node=gpus_per_node,
+        heads=(hq, hkv), head_dim=head_dim, dtype=dtype, kernel=kernel, kernel_run=kernel_run, figures=kernel_figures,
+        network=network, memory_bytes=parse_bytes(gpu_memory) if gpu_memory else None, root=root,
+    )
+    if as_json:
+        from attnbench.advise.rank import advice_dict
+
+        console.print_json(json.dumps(advice_dict(advice)))
+        return
+    advise_view.print_advice(console, advice)
+
+
 # -- masks show ------------------------------------------------------------------------
 @masks_app.command("show")
 def masks_show(

@@ -32,16 +32,26 @@ def _elem(case: Case) -> int:
     return torch.empty((), dtype=torch_dtype(case.dtype)).element_size()
 
 
+def ulysses_in_bytes(case: Case, u: int, rep: int) -> int:
+    """The all-to-all of q, k, v (KV repeated ``rep`` times) into head sharding."""
+    s = case.shape
+    L = s.seqlen // case.cp.world_size
+    packed = s.batch * (s.heads_q + 2 * s.heads_kv * rep) * L * s.head_dim * _elem(case)
+    return packed * (u - 1) // u
+
+
+def ulysses_out_bytes(case: Case, u: int) -> int:
+    """The all-to-all of the output back to sequence sharding."""
+    s = case.shape
+    L = s.seqlen // case.cp.world_size
+    return s.batch * s.heads_q * L * s.head_dim * _elem(case) * (u - 1) // u
+
+
 def ulysses_bytes(case: Case, u: int, rep: int) -> tuple[int, int]:
     """One all-to-all of q, k, v (KV repeated ``rep`` times) in, one of the output back."""
     if u == 1:
         return 0, 0
-    s = case.shape
-    L = s.seqlen // case.cp.world_size
-    e = _elem(case)
-    packed = s.batch * (s.heads_q + 2 * s.heads_kv * rep) * L * s.head_dim * e
-    out = s.batch * s.heads_q * L * s.head_dim * e
-    return packed * (u - 1) // u + out * (u - 1) // u, 2
+    return ulysses_in_bytes(case, u, rep) + ulysses_out_bytes(case, u), 2
 
 
 def ring_chunk_elements(case: Case, u: int, rep: int) -> int:
@@ -57,6 +67,12 @@ def ring_bytes(case: Case, sizes: Sequence[int], u: int, rep: int) -> dict[str, 
     kv, acc = transfers(sizes)
     return {"forward": (kv * chunk * _elem(case), kv),
             "backward": (kv * chunk * _elem(case) + acc * chunk * ACCUMULATOR_BYTES, kv + acc)}
+
+
+def ring_chunk_bytes(case: Case, u: int, rep: int) -> tuple[int, int]:
+    """(K+V chunk in the input dtype, its float32 dK+dV accumulator) of one ring transfer."""
+    chunk = ring_chunk_elements(case, u, rep)
+    return chunk * _elem(case), chunk * ACCUMULATOR_BYTES
 
 
 def allgather_bytes(case: Case) -> tuple[int, int]:

@@ -9,7 +9,10 @@ A method is one file in ``attnbench/cp/methods/`` registering a :class:`CPMethod
 - :meth:`prepare`: in a rank process, everything a run needs (groups, local masks), returning
   a :class:`CPRun` whose ``forward(q, k, v, need_lse)`` maps the rank's local shards (in the
   plan's layout) to its local output (and lse), differentiably, counting communication;
-- :meth:`expected_comm`: the analytic bytes and calls per rank per pass (attnbench.cp.analytic).
+- :meth:`expected_comm`: the analytic bytes and calls per rank per pass (attnbench.cp.analytic);
+- :meth:`step_sources` and :meth:`schedule`: the rank's local steps and the method's
+  collectives and rings as data (attnbench.cp.schedule), shared by ``prepare`` and the cost
+  model of ``attnbench advise``.
 
 Sequence layout vocabulary: a Ulysses group of ``u`` ranks shares the tokens of one ring
 position; ``plan.ring`` gives those tokens (one entry per ring position), ``plan.layout``
@@ -28,6 +31,7 @@ import numpy as np
 
 from attnbench.cases import Case
 from attnbench.cp.dispatch import Layout, make_layout
+from attnbench.cp.schedule import Schedule
 from attnbench.cp.slices import query_area
 from attnbench.errors import Unsupported
 from attnbench.support import DeclaredSupport, Support
@@ -110,8 +114,30 @@ class CPMethod(DeclaredSupport):
         except Unsupported as exc:
             return str(exc) or f"{self.name} cannot run this case"
 
+    def model_unsupported_reason(self, case: Case) -> str | None:
+        """:meth:`model_reason` with a token split that raises turned into its reason."""
+        try:
+            return self.model_reason(case)
+        except Unsupported as exc:
+            return str(exc) or f"{self.name} cannot run this case"
+
     def _reason(self, case: Case) -> str | None:
-        reason = self.support_reason(case)
+        available = self.availability(case.device)
+        if not available.ok:
+            return available.reason
+        return self.model_reason(case, kernel=True)
+
+    def model_reason(self, case: Case, *, kernel: bool = False) -> str | None:
+        """Why ``case`` cannot run on a machine of its device type, whatever this one has
+        (support matrix, parameters, shapes, token split; the local kernel's availability
+        only with ``kernel``): what the cost model of ``attnbench advise`` asks. None: it can."""
+        from attnbench.support import device_type
+
+        kind = device_type(case.device)
+        if kind not in self.support:
+            needs = " or ".join(sorted(self.support)) or "nothing"
+            return f"needs {needs.upper() if needs == 'cuda' else needs}"
+        reason = self.support[kind].reason_against(case)
         if reason:
             return reason
         from attnbench.masks import MASKS
@@ -124,7 +150,7 @@ class CPMethod(DeclaredSupport):
         reason = self.check(case)
         if reason:
             return reason
-        if self.uses_kernel:
+        if kernel and self.uses_kernel:
             from attnbench.cp.local import kernel_reason
 
             reason = kernel_reason(case.kernel, case.device)
@@ -151,6 +177,17 @@ class CPMethod(DeclaredSupport):
     def expected_comm(self, case: Case) -> dict[str, tuple[int, int]]:
         """pass -> (bytes sent, calls) per rank, analytic (override)."""
         raise NotImplementedError
+
+    def step_sources(self, case: Case, plan: Plan, rank: int) -> tuple[tuple[int, ...], ...]:
+        """The local attention calls of ``rank`` in the order it makes them: for each, the ring
+        positions (``plan.ring``) whose keys it attends to; its queries are those of ring
+        position ``rank // plan.ulysses`` (override; attnbench.cp.schedule)."""
+        raise NotImplementedError(f"{self.name} does not describe its steps")
+
+    def schedule(self, case: Case, plan: Plan) -> Schedule:
+        """The method's collectives and rings for ``case`` (override; attnbench.cp.schedule).
+        NotImplementedError: its communication is not attnbench's to describe."""
+        raise NotImplementedError(f"{self.name} does not describe its schedule")
 
     def describe(self, device: str) -> dict:
         return {**self.describe_support(device), "params": dict(self.params)}

@@ -20,6 +20,9 @@ CUDA they are spawned (no CUDA state may cross a fork).
   starts, whatever session it is in), until none is left. Ranks also ask Linux to SIGKILL
   them when the agent dies. The same sweep runs after every case, however it ended, so no
   process outlives its case.
+- **Jobs.** What the ranks run is a `Case` (the CP worker) or any job of the same shape
+  (:class:`RankJob`: ``device``, ``cp.world_size``, ``cp.timeout_seconds``, ``key_id()``,
+  JSON), read in each rank by the model its worker names (``job_model``; attnbench.cp.netbench).
 - **Failures.** A rank that dies makes the agent stop the others (SIGTERM, SIGKILL after
   ``SHUTDOWN_TIMEOUT_S``) and print torchrun's summary: which rank failed first, with which
   exit code or signal; the launcher reads it and keeps the tail of the agent's and the
@@ -40,9 +43,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional, Protocol
 
-from attnbench.cases import Case
 from attnbench.cp.rank_main import CASE_TOKEN_ENV, READY_DIR, STACKS_DIR, WORKER_ENV
 from attnbench.errors import UserError
 
@@ -58,6 +60,17 @@ INIT_DEADLINE_S = 60.0  # ranks not past init_process_group by then (or a quarte
 POLL_S = 0.05
 
 _launch_counter = itertools.count()
+
+
+class RankJob(Protocol):
+    """What the launcher reads from the job its ranks run (a `Case`, or a netbench job)."""
+
+    device: str
+    cp: Any  # .world_size, .timeout_seconds
+
+    def key_id(self) -> str: ...
+
+    def model_dump_json(self, **kwargs: Any) -> str: ...
 
 
 # -- where the ranks run ----------------------------------------------------------------
@@ -181,7 +194,7 @@ def max_cpu_ranks() -> int:
     return max(8, 4 * (os.cpu_count() or 1))
 
 
-def placement_problem(case: Case, options: LaunchOptions) -> Optional[str]:
+def placement_problem(case: RankJob, options: LaunchOptions) -> Optional[str]:
     """Why this case cannot be placed on these nodes (-> skipped), or None."""
     assert case.cp is not None
     world = case.cp.world_size
@@ -253,13 +266,13 @@ def parse_failures(stderr: str) -> list[RankFailure]:
     return found
 
 
-def start_method(case: Case) -> str:
+def start_method(case: RankJob) -> str:
     """fork on CPU (ranks start warm from the agent, no re-import); spawn on CUDA (no CUDA
     state may cross a fork)."""
     return "spawn" if case.device.startswith("cuda") else "fork"
 
 
-def agent_command(case: Case, options: LaunchOptions, case_file: Path, outcome_file: Path, seq: int) -> list[str]:
+def agent_command(case: RankJob, options: LaunchOptions, case_file: Path, outcome_file: Path, seq: int) -> list[str]:
     """The command line of this case's agent process (`agent_main` below)."""
     assert case.cp is not None
     per_node = case.cp.world_size // options.nnodes
@@ -283,15 +296,16 @@ def agent_command(case: Case, options: LaunchOptions, case_file: Path, outcome_f
     return cmd
 
 
-def _child_env(case: Case, options: LaunchOptions, token: str) -> dict[str, str]:
+def _child_env(case: RankJob, options: LaunchOptions, token: str) -> dict[str, str]:
     env = dict(os.environ)
     env[CASE_TOKEN_ENV] = token
     package_root = str(Path(__file__).resolve().parents[2])  # so the ranks import this attnbench
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     if not case.device.startswith("cuda") and "OMP_NUM_THREADS" not in os.environ:
-        per_node = case.cp.world_size // options.nnodes if case.cp else 1
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // per_node))  # the cores, split evenly
+        # one thread per rank, as CPU runs measure (attnbench.measure.threads): a rank with two
+        # threads waits at every operator for the one a busy core holds back (benchmarks/threads.md)
+        env["OMP_NUM_THREADS"] = "1"
     if options.worker:
         env[WORKER_ENV] = options.worker
     return env
@@ -303,7 +317,7 @@ def init_deadline(timeout_s: float) -> float:
     return min(INIT_DEADLINE_S, timeout_s / 4)
 
 
-def launch_case(case: Case, options: LaunchOptions | None = None, *, timeout_s: float | None = None) -> LaunchResult:
+def launch_case(case: RankJob, options: LaunchOptions | None = None, *, timeout_s: float | None = None) -> LaunchResult:
     """Run every rank of `case` on this node; return when they have all ended (or been killed).
 
     On one node, a launch whose ranks are not all past init_process_group by
@@ -323,7 +337,7 @@ def launch_case(case: Case, options: LaunchOptions | None = None, *, timeout_s: 
     return again
 
 
-def _launch_once(case: Case, options: LaunchOptions, timeout: float, init_by: float | None) -> LaunchResult:
+def _launch_once(case: RankJob, options: LaunchOptions, timeout: float, init_by: float | None) -> LaunchResult:
     """One agent and its ranks; with ``init_by``, give up (stuck_in_init) when the ranks are not
     all past init_process_group that many seconds after the start."""
     seq = next(_launch_counter)

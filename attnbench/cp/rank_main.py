@@ -184,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from attnbench.cases import Case
 
-    case = Case.model_validate_json(args.case.read_text(encoding="utf-8"))
+    try:  # a worker may run another job than a Case (its `job_model`: attnbench.cp.netbench)
+        job_model = getattr(load_worker(args.worker), "job_model", Case)
+    except Exception:  # noqa: BLE001 - a worker that cannot be imported is reported below, as before
+        job_model = Case
+    case = job_model.model_validate_json(args.case.read_text(encoding="utf-8"))
     rank = int(os.environ.get("RANK", "0"))
     threads = os.environ.get("OMP_NUM_THREADS", "")
     if not case.device.startswith("cuda") and threads.isdigit() and int(threads) > 0:

@@ -77,6 +77,23 @@ def query_area(table: SliceTable, q_runs) -> int:
     return int(band_area(a, b, table.k0[own], table.k1[own], table.lo[own], table.hi[own]).sum())
 
 
+def _key_pairs(table: SliceTable, q_runs: np.ndarray, k_runs: np.ndarray):
+    """Every (slice ∩ query run) piece against every key run it can reach.
+
+    Returns ``(own, qr, a, b, piece, kr)``: the pieces (slice index, query run index, rows
+    ``[a, b)``) and, per (piece, key run) pair, the piece's index and the key run's index."""
+    ks, ke = k_runs[:, 0], k_runs[:, 1]
+    own, qr, a, b = _query_pairs(table, q_runs)
+    lo, hi = table.lo[own], table.hi[own]
+    # keys reachable from rows [a, b): [max(k0, a + lo), min(k1, b + hi))
+    cl = np.maximum(table.k0[own], np.maximum(a + np.maximum(lo, -BIG // 2), 0))
+    cr = np.minimum(table.k1[own], b + np.minimum(hi, BIG // 2))
+    f2 = np.searchsorted(ke, cl, side="right")
+    l2 = np.searchsorted(ks, cr, side="left")
+    piece, kr = _repeat_ranges(f2, np.maximum(l2, f2))
+    return own, qr, a, b, piece, kr
+
+
 def local_slices(table: SliceTable, q_runs, k_runs) -> SliceTable:
     """``table`` ∩ (q_runs x k_runs) in local coordinates (runs sorted ascending, disjoint).
 
@@ -89,14 +106,8 @@ def local_slices(table: SliceTable, q_runs, k_runs) -> SliceTable:
     ks, ke = k_runs[:, 0], k_runs[:, 1]
     q_off = np.cumsum(q_runs[:, 1] - q_runs[:, 0]) - (q_runs[:, 1] - q_runs[:, 0])
     k_off = np.cumsum(ke - ks) - (ke - ks)
-    own, qr, a, b = _query_pairs(table, q_runs)
+    own, qr, a, b, own2, kr = _key_pairs(table, q_runs, k_runs)
     lo, hi = table.lo[own], table.hi[own]
-    # keys reachable from rows [a, b): [max(k0, a + lo), min(k1, b + hi))
-    cl = np.maximum(table.k0[own], np.maximum(a + np.maximum(lo, -BIG // 2), 0))
-    cr = np.minimum(table.k1[own], b + np.minimum(hi, BIG // 2))
-    f2 = np.searchsorted(ke, cl, side="right")
-    l2 = np.searchsorted(ks, cr, side="left")
-    own2, kr = _repeat_ranges(f2, np.maximum(l2, f2))
     o = own[own2]
     q_shift = q_off[qr[own2]] - q_runs[qr[own2], 0]
     k_shift = k_off[kr] - ks[kr]
@@ -109,6 +120,34 @@ def local_slices(table: SliceTable, q_runs, k_runs) -> SliceTable:
         np.maximum(table.k0[o], ks[kr]) + k_shift, np.minimum(table.k1[o], ke[kr]) + k_shift,
         lo2, hi2,
     )
+
+
+def area_by_owner(table: SliceTable, q_runs, k_runs, owner, owners: int) -> np.ndarray:
+    """Allowed pairs of the rows ``q_runs`` against the keys of each owner: ``k_runs`` (sorted,
+    disjoint) are labelled ``owner[i]`` in ``0..owners-1``; returns ``[owners]`` int64.
+    The same pairing as :func:`local_slices`, counted in closed form (no slices built)."""
+    q_runs, k_runs = as_runs(q_runs), np.asarray(k_runs, dtype=np.int64).reshape(-1, 2)
+    out = np.zeros(owners, dtype=np.int64)
+    if len(q_runs) == 0 or len(k_runs) == 0 or len(table) == 0:
+        return out
+    own, _, a, b, piece, kr = _key_pairs(table, q_runs, k_runs)
+    o = own[piece]
+    area = band_area(a[piece], b[piece], np.maximum(table.k0[o], k_runs[kr, 0]),
+                     np.minimum(table.k1[o], k_runs[kr, 1]), table.lo[o], table.hi[o])
+    np.add.at(out, np.asarray(owner, dtype=np.int64)[kr], area)
+    return out
+
+
+def pair_areas(table: SliceTable, runs) -> np.ndarray:
+    """``[n, n]`` int64: allowed pairs of the rows of ``runs[g]`` against the keys of
+    ``runs[h]`` (a layout's per-position runs, together a partition of the sequence): the
+    work of every (query position, key position) step of a ring over that layout."""
+    n = len(runs)
+    allruns = np.concatenate([as_runs(r) for r in runs]) if n else np.zeros((0, 2), np.int64)
+    owner = np.concatenate([np.full(len(as_runs(r)), g, dtype=np.int64) for g, r in enumerate(runs)]) if n else allruns[:, 0]
+    order = np.argsort(allruns[:, 0], kind="stable")
+    allruns, owner = allruns[order], owner[order]
+    return np.stack([area_by_owner(table, runs[g], allruns, owner, n) for g in range(n)]) if n else np.zeros((0, 0), np.int64)
 
 
 def render_dense(slices: SliceTable, q_len: int, k_len: int, device: Any = "cpu") -> torch.Tensor:

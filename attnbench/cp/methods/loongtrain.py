@@ -70,8 +70,8 @@ class LoongTrain(UlyssesRing):
         rank_of = lambda aa, ii: ((aa % nw) * w + ii % w) * u + j  # noqa: E731
         ring = RingPlan(
             levels=(RingLevel(nw, rank_of(a + 1, i), rank_of(a - 1, i)), RingLevel(w, rank_of(a, i + 1), rank_of(a, i - 1))),
-            masks=tuple(local_mask(ctx.mask.slices, runs[g], runs[((a - o) % nw) * w + (i - t) % w])
-                        for o in range(nw) for t in range(w)),
+            masks=tuple(local_mask(ctx.mask.slices, runs[g], runs[src])
+                        for (src,) in self.step_sources(ctx.case, plan, ctx.rank)),
         )
 
         def forward(q, k, v, need_lse):
@@ -80,3 +80,8 @@ class LoongTrain(UlyssesRing):
             return ulysses_out(out, comm_u), ulysses_lse(lse, comm_u) if need_lse else None
 
         return CPRun(forward)
+
+    def step_sources(self, case, plan, rank):
+        nw, w = self.ring_sizes(case)
+        a, i = divmod(rank // plan.ulysses, w)
+        return tuple(((((a - o) % nw) * w + (i - t) % w),) for o in range(nw) for t in range(w))

@@ -17,6 +17,7 @@ import torch
 from attnbench.cp import analytic, register_cp_method
 from attnbench.cp.base import CPMethod, CPRun
 from attnbench.cp.comm import all_gather
+from attnbench.cp.schedule import Collective, Schedule
 from attnbench.cp.slices import LocalMask, local_slices
 from attnbench.masks.slices import SliceTable
 
@@ -50,3 +51,11 @@ class RingAllGather(CPMethod):
 
     def expected_comm(self, case):
         return analytic.per_pass(case, analytic.allgather_bytes(case))
+
+    def step_sources(self, case, plan, rank):
+        return (tuple(range(plan.layout.world)),)  # one call over every rank's keys
+
+    def schedule(self, case, plan):
+        s, W = case.shape, plan.layout.world
+        pre = (Collective("all_gather", analytic.allgather_bytes(case)[0], W, 1, "K, V of every rank"),) if W > 1 else ()
+        return Schedule(heads_q=s.heads_q, heads_kv=s.heads_kv, pre=pre)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from attnbench.cp import analytic, register_cp_method
 from attnbench.cp.base import CPMethod, CPRun, world_of
 from attnbench.cp.ring import RingLevel, RingPlan, ring_attention
+from attnbench.cp.schedule import RingSpec, Schedule
 from attnbench.cp.slices import local_mask
 
 
@@ -28,7 +29,8 @@ class RingP2P(CPMethod):
         W, r, runs = ctx.world, ctx.rank, plan.layout.runs
         ring = RingPlan(
             levels=(RingLevel(W, (r + 1) % W, (r - 1) % W),),
-            masks=tuple(local_mask(ctx.mask.slices, runs[r], runs[(r - t) % W]) for t in range(W)),
+            masks=tuple(local_mask(ctx.mask.slices, runs[r], runs[src])
+                        for (src,) in self.step_sources(ctx.case, plan, r)),
         )
 
         def forward(q, k, v, need_lse):
@@ -39,3 +41,12 @@ class RingP2P(CPMethod):
 
     def expected_comm(self, case):
         return analytic.ring_pass_bytes(case, self.ring_sizes(case), u=1, rep=1)
+
+    def step_sources(self, case, plan, rank):
+        W = plan.layout.world
+        return tuple(((rank - t) % W,) for t in range(W))
+
+    def schedule(self, case, plan):
+        chunk, grad = analytic.ring_chunk_bytes(case, u=1, rep=1)
+        return Schedule(heads_q=case.shape.heads_q, heads_kv=case.shape.heads_kv,
+                        rings=(RingSpec(world_of(case), 1),), chunk_bytes=chunk, grad_bytes=grad)

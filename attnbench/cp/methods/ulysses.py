@@ -11,6 +11,7 @@ from attnbench.cp import analytic, register_cp_method
 from attnbench.cp.base import CPMethod, CPRun, Plan, kv_repeat, ulysses_check, world_of
 from attnbench.cp.dispatch import contiguous
 from attnbench.cp.patterns import ulysses_comm, ulysses_in, ulysses_lse, ulysses_out
+from attnbench.cp.schedule import Collective, Schedule
 from attnbench.cp.slices import LocalMask
 
 
@@ -43,3 +44,15 @@ class Ulysses(CPMethod):
     def expected_comm(self, case):
         W = world_of(case)
         return analytic.per_pass(case, analytic.ulysses_bytes(case, W, kv_repeat(case.shape.heads_kv, W)))
+
+    def step_sources(self, case, plan, rank):
+        return ((0,),)  # the whole sequence (the ring layout has one position)
+
+    def schedule(self, case, plan):
+        s, W = case.shape, world_of(case)
+        rep = kv_repeat(s.heads_kv, W)
+        pre = post = ()
+        if W > 1:
+            pre = (Collective("all_to_all", analytic.ulysses_in_bytes(case, W, rep), W, 1, "q, k, v to heads"),)
+            post = (Collective("all_to_all", analytic.ulysses_out_bytes(case, W), W, 1, "output to tokens"),)
+        return Schedule(heads_q=s.heads_q // W, heads_kv=s.heads_kv * rep // W, pre=pre, post=post)

@@ -19,6 +19,7 @@ from attnbench.cp.base import CPMethod, CPRun, Plan, int_param, kv_repeat, param
 from attnbench.cp.dispatch import make_layout
 from attnbench.cp.patterns import ulysses_comm, ulysses_in, ulysses_lse, ulysses_out
 from attnbench.cp.ring import RingLevel, RingPlan, ring_attention
+from attnbench.cp.schedule import Collective, RingSpec, Schedule
 from attnbench.cp.slices import local_mask
 
 DISPATCH_HELP = "ring-level token split: auto, contiguous, zigzag or documents (default auto)"
@@ -60,6 +61,27 @@ class UlyssesRing(CPMethod):
         rep = kv_repeat(case.shape.heads_kv, u)
         return analytic.ring_pass_bytes(case, self.ring_sizes(case), u=u, rep=rep)
 
+    def ring_specs(self, case) -> tuple[RingSpec, ...]:
+        """The ring levels (outermost first): ring positions are Ulysses groups, u ranks apart."""
+        u = self.degree(case)
+        specs, stride = [], u
+        for size in reversed(self.ring_sizes(case)):
+            specs.append(RingSpec(size, stride))
+            stride *= size
+        return tuple(reversed(specs))
+
+    def schedule(self, case, plan):
+        s, u = case.shape, plan.ulysses
+        rep = kv_repeat(s.heads_kv, u)
+        chunk, grad = analytic.ring_chunk_bytes(case, u, rep)
+        uly = u > 1
+        return Schedule(
+            heads_q=s.heads_q // u, heads_kv=s.heads_kv * rep // u,
+            pre=(Collective("all_to_all", analytic.ulysses_in_bytes(case, u, rep), u, 1, "q, k, v to heads"),) if uly else (),
+            post=(Collective("all_to_all", analytic.ulysses_out_bytes(case, u), u, 1, "output to tokens"),) if uly else (),
+            rings=self.ring_specs(case), chunk_bytes=chunk, grad_bytes=grad,
+        )
+
 
 @register_cp_method("usp")
 class USP(UlyssesRing):
@@ -79,7 +101,8 @@ class USP(UlyssesRing):
         runs = plan.ring.runs
         ring = RingPlan(
             levels=(RingLevel(r, ((g + 1) % r) * u + j, ((g - 1) % r) * u + j),),
-            masks=tuple(local_mask(ctx.mask.slices, runs[g], runs[(g - t) % r]) for t in range(r)),
+            masks=tuple(local_mask(ctx.mask.slices, runs[g], runs[src])
+                        for (src,) in self.step_sources(ctx.case, plan, ctx.rank)),
         )
 
         def forward(q, k, v, need_lse):
@@ -88,3 +111,8 @@ class USP(UlyssesRing):
             return ulysses_out(out, comm_u), ulysses_lse(lse, comm_u) if need_lse else None
 
         return CPRun(forward)
+
+    def step_sources(self, case, plan, rank):
+        r = plan.ring.world
+        g = rank // plan.ulysses
+        return tuple(((g - t) % r,) for t in range(r))
