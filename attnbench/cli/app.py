@@ -12,6 +12,7 @@ from rich.text import Text
 
 from attnbench.cli.console import plain_console
 from attnbench.errors import UserError
+from attnbench.cases import MAX_ROUNDS
 from attnbench.measure.threads import MAX_THREADS
 
 app = typer.Typer(
@@ -167,6 +168,10 @@ def run_command(
         None, "--threads", min=1, max=MAX_THREADS,
         help="torch's CPU threads while measuring (default: 1 on CPU, torch's default on CUDA; or OMP_NUM_THREADS).",
     ),
+    rounds: Optional[int] = typer.Option(
+        None, "--rounds", min=1, max=MAX_ROUNDS,
+        help="Visits per case, spread over the run (overrides the suite's budget.rounds; CP cases: 1).",
+    ),
 ) -> None:
     """Run a suite and write results/<run-id>/ (records.jsonl, run.json, tables)."""
     from attnbench.cli.screens import run_with_progress
@@ -179,6 +184,9 @@ def run_command(
         if not timeout > 0:
             raise UserError(f"--timeout must be > 0 seconds (got {timeout:g})")
         loaded = loaded.model_copy(update={"cases": [case.with_timeout(timeout) for case in loaded.cases]})
+    if rounds is not None:
+        loaded = loaded.model_copy(update={"cases": [case.with_rounds(rounds) for case in loaded.cases],
+                                           "filters": {**loaded.filters, "rounds": [rounds]}})  # resume: the same
     follower = cp_launch.multi_node and cp_launch.node_rank != 0  # follows node 0, which resumes
     resume_dir = resolve_run(resume, out) if resume and not follower else None
     argv = list(sys.argv[1:])
