@@ -157,7 +157,7 @@ def _run(case: Case, method, rank: int, world: int, timed: bool) -> RankOutcome 
         if case.check_accuracy:
             counter.enabled = False
             accuracy = _accuracy(case, mask, plan.layout, rank, world, tensors, leaves, forward, backward, scale, device,
-                                 keep=checked)
+                                 checked=checked)
             if rank == 0:
                 fields["accuracy"] = accuracy
                 if not accuracy.ok:
@@ -279,10 +279,10 @@ def _overlap(total_s: float, gathered: list[dict]) -> CPOverlap:
 
 
 def _accuracy(case, mask, layout, rank, world, tensors, leaves, forward, backward, scale, device,
-              keep: dict) -> Accuracy | None:
+              checked: dict) -> Accuracy | None:
     """Run the method once with the lse (and backward), check it with the distributed reference;
     every rank takes part, rank 0 gets the Accuracy. The checked outputs that a timed call
-    can be compared with go into ``keep`` (out; dq, dk, dv when every row was checked)."""
+    can be compared with go into ``checked`` (out; dq, dk, dv when every row was checked)."""
     from attnbench.cp import check
     from attnbench.tolerance import tolerances
 
@@ -301,9 +301,9 @@ def _accuracy(case, mask, layout, rank, world, tensors, leaves, forward, backwar
     if needs_grad:
         actual.update(zip(("dq", "dk", "dv"), backward(out, dout)))
     del out, lse
-    keep["out"] = actual["out"]
+    checked["out"] = actual["out"]
     if needs_grad and len(rows) == local:  # a sampled check's gradients are of a masked loss
-        keep.update((name, actual[name]) for name in ("dq", "dk", "dv"))
+        checked.update((name, actual[name]) for name in ("dq", "dk", "dv"))
     shards = check.Shards(q=tensors.q, k=tensors.k, v=tensors.v, grad_out=dout, actual=actual)
     reference = check.reference_of_rows(mask, layout, rank, rows, shards, scale, needs_grad)
     sums = check.reduce_errors(check.local_errors(reference, shards, rows), device)
