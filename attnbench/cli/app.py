@@ -232,11 +232,20 @@ def compare_command(
     fail_on: str = typer.Option("regression", "--fail-on", help="Exit 1 on: regression (or new failure), failure, never."),
     fmt: str = typer.Option("table", "--format", help="table, markdown or json."),
     allow_env_change: bool = typer.Option(False, "--allow-env-change", help="Compare even if device, driver, torch, triton or CUDA differ."),
+    canary_threshold: float = typer.Option(
+        0.25, "--canary-threshold",
+        help="A round whose canary is this much slower than its run's usual is disturbed; a case whose canary moved more is noisy.",
+    ),
+    normalise_drift: bool = typer.Option(False, "--normalise-drift", help="Divide the machine's drift between the runs (canary) out of the current times."),
+    confirm: bool = typer.Option(False, "--confirm", help="Measure the flagged cases again now (current code); keep only changes that reproduce."),
+    confirm_rounds: int = typer.Option(5, "--confirm-rounds", min=2, max=20, help="Rounds per case in the --confirm run."),
 ) -> None:
     """Compare two runs case by case; exit 1 on a regression or a new failure."""
-    from attnbench.cli.regress import compare_screen
+    from attnbench.cli.regress import CompareOptions, compare_screen
 
-    code = compare_screen(console, base, current, root, threshold, fail_on, fmt, allow_env_change)
+    options = CompareOptions(threshold, fail_on, fmt, allow_env_change, canary_threshold, normalise_drift,
+                             confirm_rounds if confirm else None)
+    code = compare_screen(console, base, current, root, options)
     if code:
         raise typer.Exit(code)
 

@@ -9,6 +9,11 @@ measured in both runs the verdict needs BOTH
 - size: the median moved by more than `threshold` (current/base > 1 + threshold is a
   regression, base/current > 1 + threshold an improvement).
 
+The canary (compare.canary) decides whether such a change is believed: rounds measured while
+the machine was disturbed are left out, and a change measured while the canary itself moved
+by more than the canary threshold is `noisy`, not `regressed` (or `improved`). The drift of
+the machine between the two runs is reported; `normalise_drift` divides it out.
+
 Everything here reads records only: no kernel, no torch.
 """
 
@@ -21,6 +26,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from attnbench.compare.canary import DEFAULT_CANARY_THRESHOLD, RunCanary, drift, kept_samples
 from attnbench.compare.environment import (
     EnvDifference,
     env_differences,
@@ -44,6 +50,7 @@ DETECT_FACTOR = 3.0
 class State(str, Enum):
     new_failure = "new_failure"  # was not failing (ok, unsupported, skipped) -> oom/error/invalid/timeout
     regressed = "regressed"  # significantly slower by more than the threshold
+    noisy = "noisy"  # would be regressed or improved, but measured while the canary was off (compare.canary)
     incomparable = "incomparable"  # environment, device or timing method differ; or no longer measured
     removed = "removed"  # only in the base run
     fixed = "fixed"  # failing -> ok
@@ -95,6 +102,12 @@ class CaseComparison:
     reason: Optional[str] = None  # why this state, in words
     noise: Optional[str] = None  # too noisy to detect the threshold: what to do
     throttled: list[str] = field(default_factory=list)  # e.g. "current: SwPowerCap"
+    #: the canary around the case's kept rounds, current over base (drift divided out where normalised)
+    canary_ratio: Optional[float] = None
+    #: rounds left out as disturbed, per side, e.g. {"base": "1/3", "current": "0/3"}
+    disturbed_rounds: dict[str, str] = field(default_factory=dict)
+    #: what `compare --confirm` measured for this case (runner.confirm), in words
+    confirm: Optional[str] = None
 
     @property
     def change(self) -> Optional[float]:
@@ -134,6 +147,12 @@ class Comparison:
     warnings: list[str]
     geomeans: dict[str, dict[str, float]]  # group -> {ratio, cases}
     advice: list[str] = field(default_factory=list)  # what to do about noisy cases
+    canary_threshold: float = DEFAULT_CANARY_THRESHOLD
+    #: the machine's drift between the runs (compare.canary): ratio, both usual canary times,
+    #: the workload, and whether it was divided out
+    drift: dict[str, Any] = field(default_factory=dict)
+    #: `compare --confirm` (runner.confirm): the run it measured, rounds, cases re-measured
+    confirmed: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         out = {s.value: 0 for s in State}
@@ -159,6 +178,9 @@ class Comparison:
             "current": asdict(self.current),
             "threshold": self.threshold,
             "alpha": self.alpha,
+            "canary_threshold": self.canary_threshold,
+            "drift": self.drift,
+            "confirmed": self.confirmed,
             "allow_env_change": self.allow_env_change,
             "counts": self.counts(),
             "exit_code": self.exit_code(fail_on),
@@ -272,15 +294,36 @@ def _index(run: LoadedRun, warnings: list[str], side: str) -> dict[str, Record]:
 # -- one case ------------------------------------------------------------------------------
 
 
-def _compare_measured(c: CaseComparison, b: Record, r: Record, threshold: float, alpha: float) -> None:
-    bs, cs = stats_of(_samples(b)), stats_of(_samples(r))
+@dataclass(frozen=True)
+class CanaryView:
+    """How the canary enters one comparison (compare.canary): each run's usual canary time, the
+    canary threshold, and the factor the current samples are divided by (the drift, or 1)."""
+
+    base_usual_s: Optional[float] = None
+    current_usual_s: Optional[float] = None
+    threshold: float = DEFAULT_CANARY_THRESHOLD
+    scale: float = 1.0
+
+
+def _compare_measured(c: CaseComparison, b: Record, r: Record, threshold: float, alpha: float,
+                      canary: CanaryView = CanaryView()) -> None:
+    kept_b = kept_samples(b, canary.base_usual_s, canary.threshold)
+    kept_c = kept_samples(r, canary.current_usual_s, canary.threshold)
+    base_samples = kept_b.samples
+    current_samples = [s / canary.scale for s in kept_c.samples]
+    for side, kept in (("base", kept_b), ("current", kept_c)):
+        if kept.rounds > 1 or kept.disturbed:
+            c.disturbed_rounds[side] = f"{kept.disturbed}/{kept.rounds}"
+    if kept_b.canary_s and kept_c.canary_s:
+        c.canary_ratio = kept_c.canary_s / kept_b.canary_s / canary.scale
+    bs, cs = stats_of(base_samples), stats_of(current_samples)
     if bs is None or cs is None:
         c.state = State.incomparable
         c.reason = f"no timing samples in the {'base' if bs is None else 'current'} record"
         return
     c.base, c.current = bs, cs
     c.ratio = cs.median_s / bs.median_s if bs.median_s > 0 else math.inf
-    c.significant, c.p_value, c.test = significance(_samples(b), _samples(r), alpha)
+    c.significant, c.p_value, c.test = significance(base_samples, current_samples, alpha)
     c.noise = noise_advice(bs, cs, threshold)
     if c.test in ("disjoint ranges", "too few samples"):
         weak = "no significance test possible" if c.test == "too few samples" else "only disjoint ranges count"
@@ -302,6 +345,21 @@ def _compare_measured(c: CaseComparison, b: Record, r: Record, threshold: float,
             )
         elif c.significant:
             c.reason = f"{c.change:+.1%}: significant but within the {threshold:.0%} threshold"
+    if c.state in (State.regressed, State.improved):
+        machine = _machine_moved(kept_b, kept_c, c.canary_ratio, canary.threshold)
+        if machine:
+            c.reason = f"{c.reason}, but {machine}: the machine moved, not (only) the code"
+            c.state = State.noisy
+
+
+def _machine_moved(kept_b, kept_c, canary_ratio: Optional[float], limit: float) -> Optional[str]:
+    """Why the canary says this case's change cannot be believed, or None."""
+    sides = [side for side, kept in (("base", kept_b), ("current", kept_c)) if kept.all_disturbed]
+    if sides:
+        return f"every round of the {' and '.join(sides)} run's measurement was disturbed (canary)"
+    if canary_ratio is not None and max(canary_ratio, 1.0 / canary_ratio) > 1.0 + limit:
+        return f"the canary around it moved {canary_ratio - 1:+.0%} between the runs"
+    return None
 
 
 def compare_case(
@@ -314,6 +372,7 @@ def compare_case(
     env_diffs: dict[str, list[EnvDifference]],
     allow_env_change: bool,
     run_nvml: tuple[Any, Any] = (None, None),
+    canary: CanaryView = CanaryView(),
 ) -> CaseComparison:
     either = r if r is not None else b
     assert either is not None
@@ -354,7 +413,7 @@ def compare_case(
             c.state = State.incomparable
             c.reason = f"timing method {b.timing.method} -> {r.timing.method}"
             return c
-        _compare_measured(c, b, r, threshold, alpha)
+        _compare_measured(c, b, r, threshold, alpha, canary)
     elif rst in FAILURES and bst not in FAILURES:
         c.state = State.new_failure
         c.reason = f"{bst.value} -> {rst.value}" + (f": {r.reason}" if r.reason else "")
@@ -409,7 +468,12 @@ def compare_runs(
     threshold: float = DEFAULT_THRESHOLD,
     alpha: float = DEFAULT_ALPHA,
     allow_env_change: bool = False,
+    canary_threshold: float = DEFAULT_CANARY_THRESHOLD,
+    normalise_drift: bool = False,
 ) -> Comparison:
+    """`canary_threshold` and `normalise_drift`: see compare.canary."""
+    if not (0 < canary_threshold < 10):
+        raise UserError(f"--canary-threshold {canary_threshold}: use a fraction such as 0.25 (25%)")
     if not (0 < threshold < 10):
         raise UserError(f"--threshold {threshold}: use a fraction such as 0.05 (5%)")
     if not (0 < alpha < 1):
@@ -431,6 +495,7 @@ def compare_runs(
         if reasons:
             warnings.append(f"{side}: NVML reported throttling at the start of the run: {', '.join(reasons)}")
 
+    view, drift_info = _canary_view(base, current, canary_threshold, normalise_drift, warnings)
     b_index, c_index = _index(base, warnings, "base"), _index(current, warnings, "current")
     ids = list(dict.fromkeys([*b_index, *c_index]))
     if b_index and c_index and not set(b_index) & set(c_index):
@@ -445,6 +510,7 @@ def compare_runs(
             env_diffs=env_diffs,
             allow_env_change=allow_env_change,
             run_nvml=(b_env.get("nvml"), c_env.get("nvml")),
+            canary=view,
         )
         for case_id in ids
     ]
@@ -467,4 +533,27 @@ def compare_runs(
         warnings=warnings,
         geomeans=geometric_means(cases),
         advice=advice,
+        canary_threshold=canary_threshold,
+        drift=drift_info,
     )
+
+
+def _canary_view(base: LoadedRun, current: LoadedRun, threshold: float, normalise: bool,
+                 warnings: list[str]) -> tuple[CanaryView, dict[str, Any]]:
+    """Each run's canary, the drift between them (a warning when it is over the canary
+    threshold), and the scale that divides it out when asked."""
+    b, c = RunCanary.of(base), RunCanary.of(current)
+    ratio = drift(b, c)
+    info: dict[str, Any] = {"ratio": ratio, "base_canary_s": b.median_s, "current_canary_s": c.median_s,
+                            "workload": c.workload or b.workload, "normalised": bool(normalise and ratio)}
+    if ratio is None:
+        if normalise:
+            why = "different canary workloads" if b.workload and c.workload else "no canary in one of the runs"
+            warnings.append(f"--normalise-drift: {why}; nothing divided out")
+    elif normalise:
+        warnings.append(f"machine drift {ratio - 1:+.1%} (canary) divided out of the current times")
+    elif max(ratio, 1 / ratio) > 1 + threshold:
+        warnings.append(f"the machine was {ratio - 1:+.1%} {'slower' if ratio > 1 else 'faster'} for the current run "
+                        "(canary): --normalise-drift divides it out")
+    scale = ratio if normalise and ratio else 1.0
+    return CanaryView(b.median_s, c.median_s, threshold, scale), info
