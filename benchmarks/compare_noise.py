@@ -5,7 +5,8 @@ of smoke runs of the same code ("same") and PAIRS pairs where the current run ha
 made FACTOR slower on one mask ("slow", tests/plugins/slow_kernel.py: the kernel's forward
 call spins for FACTOR of its own time), alternating. Each pair is compared twice: plain, and
 with --confirm (the flagged cases measured again with the current run's code, the plugin
-loaded again for a "slow" pair). It prints a line per pair and the totals, and writes every
+loaded again for a "slow" pair), and with --confirm --base-env (the base's code path, the
+planted slowdown switched off, measured side by side with the current). It prints a line per pair and the totals, and writes every
 comparison's JSON under OUT.
 
     python benchmarks/compare_noise.py --pairs 10 --out /tmp/compare_noise  # benchmarks/compare_smoke.yaml, naive+sdpa, full+causal
@@ -25,6 +26,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: the comparisons made of every pair: plain; --confirm against the base run's samples; --confirm
+#: with the base's code path measured side by side (the current tree with the planted slowdown
+#: switched off: a no-op for a "same" pair)
+VARIANTS = {
+    "plain": [],
+    "confirm": ["--confirm"],
+    "side-by-side": ["--confirm", "--base-env", "ATTNBENCH_TEST_SLOW_FACTOR"],
+}
 ATTNBENCH = [sys.executable, "-m", "attnbench"]
 
 
@@ -96,7 +105,7 @@ def main() -> None:
     # the plugin slows the kernel's forward call: the forward cases of that kernel and mask
     slowed = {(args.slow_kernel, args.slow_mask, "forward")}
     hog = None if args.no_hog else subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    totals = {kind: {"plain": {"false": 0, "caught": 0}, "confirm": {"false": 0, "caught": 0}} for kind in ("same", "slow")}
+    totals = {kind: {how: {"false": 0, "caught": 0} for how in VARIANTS} for kind in ("same", "slow")}
     start = time.time()
     try:
         for pair in range(args.pairs):
@@ -106,7 +115,7 @@ def main() -> None:
                 base = one_run(root, args.suite, filters, {}, log)
                 current = one_run(root, args.suite, filters, env, log)
                 line = [f"pair {pair + 1:2d} {kind}:"]
-                for how, extra in (("plain", []), ("confirm", ["--confirm"])):
+                for how, extra in VARIANTS.items():
                     result = compare(base, current, env, log, extra)
                     (root / f"compare-{how}.json").write_text(json.dumps(result, indent=1))
                     v = verdict(result, slowed if kind == "slow" else set())

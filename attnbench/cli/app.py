@@ -237,14 +237,22 @@ def compare_command(
         help="A round whose canary is this much slower than its run's usual is disturbed; a case whose canary moved more is noisy.",
     ),
     normalise_drift: bool = typer.Option(False, "--normalise-drift", help="Divide the machine's drift between the runs (canary) out of the current times."),
+    wall_time: bool = typer.Option(False, "--wall-time", help="Compare one-thread CPU cases on wall time, not thread CPU time."),
     confirm: bool = typer.Option(False, "--confirm", help="Measure the flagged cases again now (current code); keep only changes that reproduce."),
     confirm_rounds: int = typer.Option(5, "--confirm-rounds", min=2, max=20, help="Rounds per case in the --confirm run."),
+    base_source: Optional[Path] = typer.Option(
+        None, "--base-source", help="--confirm: a checkout of the base's code (e.g. a git worktree), measured side by side.",
+    ),
+    base_env: Optional[List[str]] = typer.Option(
+        None, "--base-env", help="--confirm: NAME=VALUE (or NAME, unset) for the base's side, measured side by side.",
+    ),
 ) -> None:
     """Compare two runs case by case; exit 1 on a regression or a new failure."""
-    from attnbench.cli.regress import CompareOptions, compare_screen
+    from attnbench.cli.regress import CompareOptions, base_code_of, compare_screen
 
     options = CompareOptions(threshold, fail_on, fmt, allow_env_change, canary_threshold, normalise_drift,
-                             confirm_rounds if confirm else None)
+                             confirm_rounds if confirm else None, base_code_of(confirm, base_source, base_env),
+                             cpu_time=not wall_time)
     code = compare_screen(console, base, current, root, options)
     if code:
         raise typer.Exit(code)

@@ -26,6 +26,27 @@ class CompareOptions:
     canary_threshold: float
     normalise_drift: bool
     confirm_rounds: Optional[int] = None  # None: no --confirm
+    base_code: object = None  # runner.confirm.BaseCode: the base's code path measured side by side
+    cpu_time: bool = True  # one-thread CPU cases on thread CPU time (compare.core CPU_TIME)
+
+
+def base_code_of(confirm: bool, source: Optional[Path], env: Optional[list[str]]):
+    """--base-source / --base-env as a runner.confirm.BaseCode (None when neither is given)."""
+    if source is None and not env:
+        return None
+    if not confirm:
+        raise UserError("--base-source and --base-env only apply with --confirm")
+    from attnbench.runner.confirm import BaseCode
+
+    if source is not None and not (Path(source) / "attnbench" / "__init__.py").is_file():
+        raise UserError(f"--base-source {source}: no attnbench package there (give the root of a checkout)")
+    variables: dict[str, Optional[str]] = {}
+    for item in env or []:
+        name, eq, value = item.partition("=")
+        if not name or not name.replace("_", "").isalnum():
+            raise UserError(f"--base-env {item!r}: use NAME=VALUE, or NAME to unset it")
+        variables[name] = value if eq else None
+    return BaseCode(str(Path(source).resolve()) if source is not None else None, variables)
 
 
 def compare_screen(console: Console, base: str, current: str, root: Path, options: CompareOptions) -> int:
@@ -48,9 +69,10 @@ def compare_screen(console: Console, base: str, current: str, root: Path, option
     if problem:
         raise UserError(problem)
     cmp = compare_runs(base_run, current_run, threshold=threshold, allow_env_change=options.allow_env_change,
-                       canary_threshold=options.canary_threshold, normalise_drift=options.normalise_drift)
+                       canary_threshold=options.canary_threshold, normalise_drift=options.normalise_drift,
+                       cpu_time=options.cpu_time)
     if options.confirm_rounds is not None:
-        _confirm(console, cmp, base_run, current_run, options.confirm_rounds, quiet=fmt == "json")
+        _confirm(console, cmp, base_run, current_run, options.confirm_rounds, options.base_code, quiet=fmt == "json")
     if fmt == "json":
         console.file.write(to_json(cmp, fail_on) + "\n")
     elif fmt == "markdown":
@@ -60,7 +82,7 @@ def compare_screen(console: Console, base: str, current: str, root: Path, option
     return cmp.exit_code(fail_on)
 
 
-def _confirm(console: Console, cmp, base_run, current_run, rounds: int, *, quiet: bool) -> None:
+def _confirm(console: Console, cmp, base_run, current_run, rounds: int, base_code, *, quiet: bool) -> None:
     """--confirm: the flagged cases measured again (runner.confirm), a line per visit on stderr."""
     import sys
 
@@ -76,7 +98,8 @@ def _confirm(console: Console, cmp, base_run, current_run, rounds: int, *, quiet
         log.print(Text(f"  round {visit.round + 1}/{visit.rounds} {record.status.value} {record.case.label()}"))
 
     try:
-        confirm(cmp, base_run, current_run, rounds=rounds, events=None if quiet else RunEvents(on_visit=on_visit))
+        confirm(cmp, base_run, current_run, rounds=rounds, events=None if quiet else RunEvents(on_visit=on_visit),
+                base_code=base_code)
     except RunInterrupted as stop:
         raise UserError(f"--confirm interrupted; nothing changed in the comparison (partial run: {stop.run_dir})") from None
 

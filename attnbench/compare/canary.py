@@ -76,8 +76,10 @@ class KeptSamples:
 
     samples: list[float]
     canary_s: Optional[float]  # the canary's median around the kept rounds
-    rounds: int  # rounds in the record (0: no round entries, an older record)
-    disturbed: int  # rounds left out, or, where every round was disturbed, all of them (kept)
+    #: the kept samples' thread CPU times (measure.timing; CPU records), None where any is missing
+    cpu_samples: Optional[list[float]] = None
+    rounds: int = 0  # rounds in the record (0: no round entries, an older record)
+    disturbed: int = 0  # rounds left out, or, where every round was disturbed, all of them (kept)
 
     @property
     def all_disturbed(self) -> bool:
@@ -88,14 +90,17 @@ def kept_samples(record: Record, usual_s: Optional[float], threshold: float) -> 
     """The record's samples without its disturbed rounds (all of them where none is undisturbed)."""
     timing = record.timing
     if timing is None:
-        return KeptSamples([], None, 0, 0)
+        return KeptSamples([], None)
     entries = list(timing.rounds or [])
     if not entries:
-        return KeptSamples(list(timing.samples_s), None, 0, 0)
+        cpu = timing.cpu_samples_s
+        return KeptSamples(list(timing.samples_s), None, list(cpu) if cpu and len(cpu) == len(timing.samples_s) else None)
     levels = [round_canary(e) for e in entries]
     limit = None if usual_s is None else usual_s * (1.0 + threshold)
     clean = [e for e, level in zip(entries, levels) if limit is None or level is None or level <= limit]
     disturbed = len(entries) - len(clean)
     kept = clean or entries
     canary = _median([s for e in kept for s in (*e.canary_before_s, *e.canary_after_s)])
-    return KeptSamples([s for e in kept for s in e.samples_s], canary, len(entries), disturbed)
+    whole = all(e.cpu_samples_s and len(e.cpu_samples_s) == len(e.samples_s) for e in kept)
+    cpu = [s for e in kept for s in e.cpu_samples_s] if whole else None
+    return KeptSamples([s for e in kept for s in e.samples_s], canary, cpu, len(entries), disturbed)

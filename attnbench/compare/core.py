@@ -9,6 +9,20 @@ measured in both runs the verdict needs BOTH
 - size: the median moved by more than `threshold` (current/base > 1 + threshold is a
   regression, base/current > 1 + threshold an improvement).
 
+With enough samples (twice what the rank test needs a side: 10 at alpha 0.01) the size is
+that of the *faster half* of each side's samples (`fast_half`; the test stays on all of them,
+where its p-value is exact): what a loaded machine does to a
+timing is one-sided (a preempted sample is ~10 ms slower, never faster), and on a shared
+machine the share of preempted samples swings from run to run, which moves a median (even
+from one mode of the samples to the other) without the code changing. The faster half's
+median (about the p25) moves with the code and not with that share, up to half the samples.
+
+CPU_TIME: a CPU case timed on one torch thread (the default) is compared on its samples'
+thread CPU time (measure.timing records it beside the wall time): the work's own time,
+without the ~10 ms slices it waits for a core on a shared machine, which on two loaded
+cores make a 2 ms kernel's samples 2 or 12 ms at random. Wall time where any sample lacks it
+(older records, CUDA, several threads) or with `cpu_time=False` (`--wall-time`).
+
 The canary (compare.canary) decides whether such a change is believed: rounds measured while
 the machine was disturbed are left out, and a change measured while the canary itself moved
 by more than the canary threshold is `noisy`, not `regressed` (or `improved`). The drift of
@@ -76,6 +90,8 @@ class SampleStats:
     median_s: float
     p20_s: float
     p80_s: float
+    #: what the comparison compares: the median of the faster half (all samples where few; core.fast_half)
+    estimate_s: Optional[float] = None
 
     @property
     def spread(self) -> float:
@@ -108,6 +124,8 @@ class CaseComparison:
     disturbed_rounds: dict[str, str] = field(default_factory=dict)
     #: what `compare --confirm` measured for this case (runner.confirm), in words
     confirm: Optional[str] = None
+    #: the clock compared: "wall" or "thread cpu" (CPU records of one thread; core.CPU_TIME)
+    timer: Optional[str] = None
 
     @property
     def change(self) -> Optional[float]:
@@ -148,6 +166,7 @@ class Comparison:
     geomeans: dict[str, dict[str, float]]  # group -> {ratio, cases}
     advice: list[str] = field(default_factory=list)  # what to do about noisy cases
     canary_threshold: float = DEFAULT_CANARY_THRESHOLD
+    cpu_time: bool = True  # CPU_TIME: one-thread CPU records compared on thread CPU time
     #: the machine's drift between the runs (compare.canary): ratio, both usual canary times,
     #: the workload, and whether it was divided out
     drift: dict[str, Any] = field(default_factory=dict)
@@ -179,6 +198,7 @@ class Comparison:
             "threshold": self.threshold,
             "alpha": self.alpha,
             "canary_threshold": self.canary_threshold,
+            "cpu_time": self.cpu_time,
             "drift": self.drift,
             "confirmed": self.confirmed,
             "allow_env_change": self.allow_env_change,
@@ -210,6 +230,15 @@ def stats_of(samples: list[float]) -> Optional[SampleStats]:
 def min_p_value(n1: int, n2: int) -> float:
     """The smallest two-sided p-value an exact Mann-Whitney U test can give for these sizes."""
     return min(1.0, 2.0 / math.comb(n1 + n2, n1))
+
+
+def fast_half(samples: list[float], alpha: float) -> list[float]:
+    """The faster half of `samples` (see the module docstring), or all of them where halving
+    would leave too few for the rank test."""
+    if len(samples) < 2 * min_samples(alpha):
+        return list(samples)
+    ordered = sorted(samples)
+    return ordered[: math.ceil(len(ordered) / 2)]
 
 
 def min_samples(alpha: float) -> int:
@@ -303,14 +332,24 @@ class CanaryView:
     current_usual_s: Optional[float] = None
     threshold: float = DEFAULT_CANARY_THRESHOLD
     scale: float = 1.0
+    cpu_time: bool = True  # compare CPU records of one thread on their thread CPU time
+
+
+def _on_cpu_time(b: Record, r: Record, kept_b, kept_c, view: CanaryView) -> bool:
+    """Whether both sides are CPU records timed on one thread with every kept sample's CPU time."""
+    return (view.cpu_time and kept_b.cpu_samples is not None and kept_c.cpu_samples is not None
+            and all(x.timing is not None and x.timing.threads == 1 and not x.case.device.startswith("cuda")
+                    for x in (b, r)))
 
 
 def _compare_measured(c: CaseComparison, b: Record, r: Record, threshold: float, alpha: float,
                       canary: CanaryView = CanaryView()) -> None:
     kept_b = kept_samples(b, canary.base_usual_s, canary.threshold)
     kept_c = kept_samples(r, canary.current_usual_s, canary.threshold)
-    base_samples = kept_b.samples
-    current_samples = [s / canary.scale for s in kept_c.samples]
+    on_cpu = _on_cpu_time(b, r, kept_b, kept_c, canary)
+    c.timer = "thread cpu" if on_cpu else "wall"
+    base_samples = kept_b.cpu_samples if on_cpu else kept_b.samples
+    current_samples = [s / canary.scale for s in (kept_c.cpu_samples if on_cpu else kept_c.samples)]
     for side, kept in (("base", kept_b), ("current", kept_c)):
         if kept.rounds > 1 or kept.disturbed:
             c.disturbed_rounds[side] = f"{kept.disturbed}/{kept.rounds}"
@@ -321,9 +360,15 @@ def _compare_measured(c: CaseComparison, b: Record, r: Record, threshold: float,
         c.state = State.incomparable
         c.reason = f"no timing samples in the {'base' if bs is None else 'current'} record"
         return
+    # both sides halved, or neither (too few samples on one): the same statistic on both
+    halves = min(len(base_samples), len(current_samples)) >= 2 * min_samples(alpha)
+    fast_b, fast_c = (fast_half(base_samples, alpha), fast_half(current_samples, alpha)) if halves \
+        else (base_samples, current_samples)
+    bs.estimate_s, cs.estimate_s = stats_of(fast_b).median_s, stats_of(fast_c).median_s
     c.base, c.current = bs, cs
-    c.ratio = cs.median_s / bs.median_s if bs.median_s > 0 else math.inf
+    c.ratio = cs.estimate_s / bs.estimate_s if bs.estimate_s > 0 else math.inf
     c.significant, c.p_value, c.test = significance(base_samples, current_samples, alpha)
+    what = ("faster-half median" if halves else "median") + (" of thread CPU time" if on_cpu else "")
     c.noise = noise_advice(bs, cs, threshold)
     if c.test in ("disjoint ranges", "too few samples"):
         weak = "no significance test possible" if c.test == "too few samples" else "only disjoint ranges count"
@@ -333,10 +378,10 @@ def _compare_measured(c: CaseComparison, b: Record, r: Record, threshold: float,
     faster = c.ratio > 0 and 1.0 / c.ratio > 1.0 + threshold
     if c.significant and slower:
         c.state = State.regressed
-        c.reason = f"{c.change:+.1%} (median {bs.median_s * 1e3:.4g} -> {cs.median_s * 1e3:.4g} ms)"
+        c.reason = f"{c.change:+.1%} ({what} {bs.estimate_s * 1e3:.4g} -> {cs.estimate_s * 1e3:.4g} ms)"
     elif c.significant and faster:
         c.state = State.improved
-        c.reason = f"{c.change:+.1%} (median {bs.median_s * 1e3:.4g} -> {cs.median_s * 1e3:.4g} ms)"
+        c.reason = f"{c.change:+.1%} ({what} {bs.estimate_s * 1e3:.4g} -> {cs.estimate_s * 1e3:.4g} ms)"
     else:
         c.state = State.unchanged
         if slower or faster:
@@ -470,8 +515,9 @@ def compare_runs(
     allow_env_change: bool = False,
     canary_threshold: float = DEFAULT_CANARY_THRESHOLD,
     normalise_drift: bool = False,
+    cpu_time: bool = True,
 ) -> Comparison:
-    """`canary_threshold` and `normalise_drift`: see compare.canary."""
+    """`canary_threshold` and `normalise_drift`: see compare.canary; `cpu_time`: see CPU_TIME."""
     if not (0 < canary_threshold < 10):
         raise UserError(f"--canary-threshold {canary_threshold}: use a fraction such as 0.25 (25%)")
     if not (0 < threshold < 10):
@@ -496,6 +542,7 @@ def compare_runs(
             warnings.append(f"{side}: NVML reported throttling at the start of the run: {', '.join(reasons)}")
 
     view, drift_info = _canary_view(base, current, canary_threshold, normalise_drift, warnings)
+    view = CanaryView(view.base_usual_s, view.current_usual_s, view.threshold, view.scale, cpu_time)
     b_index, c_index = _index(base, warnings, "base"), _index(current, warnings, "current")
     ids = list(dict.fromkeys([*b_index, *c_index]))
     if b_index and c_index and not set(b_index) & set(c_index):
@@ -534,6 +581,7 @@ def compare_runs(
         geomeans=geometric_means(cases),
         advice=advice,
         canary_threshold=canary_threshold,
+        cpu_time=cpu_time,
         drift=drift_info,
     )
 

@@ -28,7 +28,8 @@ STATE_STYLE = {
 
 def _ms(stats: Optional[SampleStats], status: Optional[str]) -> str:
     if stats is not None:
-        return f"{stats.median_s * 1e3:.4g} ms (n={stats.n})"
+        value = stats.estimate_s if stats.estimate_s is not None else stats.median_s
+        return f"{value * 1e3:.4g} ms (n={stats.n})"
     return status or "-"
 
 
@@ -58,6 +59,14 @@ def _notes(c: CaseComparison) -> list[str]:
     if c.confirm:
         notes.append(c.confirm)
     return notes
+
+
+def timer_line(cmp: Comparison) -> str | None:
+    count = sum(1 for c in cmp.cases if c.timer == "thread cpu")
+    if not count:
+        return None
+    return (f"{count} CPU case(s) compared on thread CPU time, not wall time "
+            "(one thread: the time waiting for a core left out; --wall-time for wall time)")
 
 
 def drift_line(cmp: Comparison) -> str | None:
@@ -98,7 +107,7 @@ def print_comparison(console: Console, cmp: Comparison, *, show_unchanged: bool 
             f"threshold {cmp.threshold:.1%}, alpha {cmp.alpha:g}"
         )
     )
-    for line in (drift_line(cmp), confirm_line(cmp)):
+    for line in (timer_line(cmp), drift_line(cmp), confirm_line(cmp)):
         if line:
             console.print(Text(line))
     for warning in cmp.warnings:
@@ -155,7 +164,7 @@ def to_markdown(cmp: Comparison, *, max_rows: int = 200) -> str:
         "**" + _md(summary_line(cmp)) + "**",
         "",
     ]
-    for line in (drift_line(cmp), confirm_line(cmp)):
+    for line in (timer_line(cmp), drift_line(cmp), confirm_line(cmp)):
         if line:
             lines += [_md(line), ""]
     for warning in cmp.warnings:

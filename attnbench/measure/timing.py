@@ -80,6 +80,9 @@ class Samples:
     method: str  # "cuda_event" or "perf_counter"
     #: the whole plan when this was a first visit of several (repeats: the total over the rounds)
     planned: Iterations | None = None
+    #: CPU only: the timing thread's CPU time of each sample (time.thread_time): with one torch
+    #: thread, the time the work ran, without the time it waited for a core (compare uses it)
+    cpu_times_s: list[float] | None = None
 
     def _percentile(self, q: float) -> float:
         if not self.times_s:
@@ -105,6 +108,7 @@ class Samples:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("planned")
+        d.pop("cpu_times_s")
         d["times_s"] = [float(t) for t in self.times_s]
         d.update(repeats=self.repeats, median_s=self.median_s, p20_s=self.p20_s, p80_s=self.p80_s)
         return d
@@ -242,22 +246,24 @@ def _time_cpu(fn, budget: Budget, setup, first_call: bool, spot_check: SpotCheck
         iteration()
 
     times: list[float] = []
-    perf = time.perf_counter
+    cpu_times: list[float] = []
+    perf, cpu = time.perf_counter, time.thread_time
     spot_check.plan(repeats)
     for i in range(repeats):
         if setup is not None:
             arg = setup()
-            t0 = perf()
+            c0, t0 = cpu(), perf()
             result = fn(arg)
-            t1 = perf()
+            t1, c1 = perf(), cpu()
         else:
-            t0 = perf()
+            c0, t0 = cpu(), perf()
             result = fn()
-            t1 = perf()
+            t1, c1 = perf(), cpu()
         times.append(t1 - t0)
+        cpu_times.append(c1 - c0)
         spot_check.offer(i, result)
         result = None  # freed before the next iteration, as an unkept result always was
-    return Samples(times_s=times, warmup=warmup, method="perf_counter", planned=planned)
+    return Samples(times_s=times, warmup=warmup, method="perf_counter", planned=planned, cpu_times_s=cpu_times)
 
 
 def _time_cuda(fn, dev: torch.device, budget: Budget, setup, flush_l2: bool, first_call: bool,

@@ -42,6 +42,8 @@ class RoundTiming(BaseModel):
     canary_before_s: list[float] = Field(default_factory=list)
     canary_after_s: list[float] = Field(default_factory=list)
     canary_seconds: Optional[float] = None  # wall time of the two canary probes (their cost)
+    #: CPU only: the timing thread's CPU time of each sample (measure.timing), beside samples_s
+    cpu_samples_s: Optional[list[float]] = None
     offset_s: Optional[float] = None  # seconds from the start of the run (or of the resume) that made the visit
 
 
@@ -60,6 +62,8 @@ class Timing(BaseModel):
     rounds: Optional[list[RoundTiming]] = None
     rounds_planned: Optional[int] = None
     planned_repeats: Optional[int] = None  # the total over the rounds, planned by the first visit
+    #: CPU only: the timing thread's CPU time of each sample, in the order of samples_s
+    cpu_samples_s: Optional[list[float]] = None
 
     def complete(self) -> bool:
         """Every planned round is in."""

@@ -13,9 +13,13 @@ keeps its flag only where the change shows again, in the same direction:
 - otherwise `unchanged`, the reason saying it did not reproduce;
 - a case that does not end ok in the confirm run keeps its state (the note says why).
 
-The base's own code is not run again: the base run's samples stand for it. (Running the base
-commit's code beside the current one needs that commit's checkout and a worker protocol both
-sides speak; not built.)
+Where the base's code path can be run (`BaseCode`: a source tree whose attnbench the base
+worker imports, e.g. a `git worktree` of the base commit, and/or environment variables that
+differ, e.g. plugins), the confirm run measures it too, side by side: two worker processes,
+one per code path, each case visited by both in every round (the order alternating each
+round), so both see the same machine, and the two confirm runs are compared with each other
+(`CURRENT/confirm/<run-id>-base/` and `-current/`). Otherwise the base run's samples stand for
+the base and the current code is measured alone.
 """
 
 from __future__ import annotations
@@ -34,6 +38,20 @@ from attnbench.results.store import LoadedRun, load_run
 DEFAULT_CONFIRM_ROUNDS = 5
 FLAGGED = (State.regressed, State.noisy, State.improved)
 CONFIRM_DIR = "confirm"
+
+
+@dataclass(frozen=True)
+class BaseCode:
+    """How to run the base's code path beside the current one: a source tree whose attnbench
+    its worker imports (None: this one) and environment variables set (value) or removed (None)."""
+
+    source_dir: Optional[str] = None
+    env: dict[str, Optional[str]] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        parts = [f"source {self.source_dir}"] if self.source_dir else []
+        parts += [f"{k}={v}" if v is not None else f"{k} unset" for k, v in self.env.items()]
+        return ", ".join(parts) or "the same code"
 
 
 @dataclass(frozen=True)
@@ -62,7 +80,7 @@ def _threads(current: LoadedRun) -> Optional[int]:
 
 
 def confirm(cmp: Comparison, base: LoadedRun, current: LoadedRun, *, rounds: int = DEFAULT_CONFIRM_ROUNDS,
-            events=None) -> Comparison:
+            events=None, base_code: Optional[BaseCode] = None) -> Comparison:
     """`cmp` with its flagged cases measured again (see the module docstring); changed in place
     and returned."""
     from attnbench.runner.run import run_suite
@@ -70,20 +88,30 @@ def confirm(cmp: Comparison, base: LoadedRun, current: LoadedRun, *, rounds: int
     if not 2 <= rounds <= 20:
         raise UserError(f"--confirm-rounds {rounds}: use 2 to 20")
     cases = flagged_cases(cmp, current)
-    cmp.confirmed = {"cases": len(cases), "rounds": rounds, "reproduced": 0,
-                     "how": "the current code now against the base run's samples, drift divided out"}
+    how = (f"the current and the base code ({base_code.describe()}) side by side, now" if base_code is not None
+           else "the current code now against the base run's samples, drift divided out")
+    cmp.confirmed = {"cases": len(cases), "rounds": rounds, "reproduced": 0, "how": how}
     if not cases:
         return cmp
     info = current.info.suite
     suite = ConfirmSuite(name=info.name, profile=info.profile, profile_reason=info.profile_reason or "",
                          sha256=info.sha256, resolved=info.document, cases=[c.with_rounds(rounds) for c in cases],
                          filters={**(info.filters or {}), "confirm": [c.key_id() for c in cases]})
-    run_dir = run_suite(suite, Path(current.path) / CONFIRM_DIR, events, threads=_threads(current))
-    again = load_run(run_dir)
+    out = Path(current.path) / CONFIRM_DIR
+    if base_code is None:
+        run_dir = run_suite(suite, out, events, threads=_threads(current))
+        reference, again = base, load_run(run_dir)
+    else:
+        from attnbench.runner.side_by_side import Side, run_side_by_side
+
+        base_dir, run_dir = run_side_by_side(suite, out, [Side("base", base_code.source_dir, base_code.env), Side("current")],
+                                             events, threads=_threads(current))
+        reference, again = load_run(base_dir), load_run(run_dir)
+        cmp.confirmed["base_run"] = str(base_dir)
     cmp.confirmed["run"] = str(run_dir)
-    second = compare_runs(base, again, threshold=cmp.threshold, alpha=cmp.alpha,
+    second = compare_runs(reference, again, threshold=cmp.threshold, alpha=cmp.alpha,
                           allow_env_change=cmp.allow_env_change, canary_threshold=cmp.canary_threshold,
-                          normalise_drift=True)
+                          normalise_drift=base_code is None, cpu_time=cmp.cpu_time)
     seconds = {c.case_id: c for c in second.cases}
     records = {r.case_id: r for r in again.records}
     for c in cmp.cases:

@@ -346,9 +346,11 @@ def _timing(samples, visit: Visit, before: tuple[list[float], float], after: tup
         samples_s=samples.times_s,
         threads=torch.get_num_threads(),
         rounds=[RoundTiming(round=visit.round, warmup=samples.warmup, samples_s=samples.times_s,
-                            canary_before_s=before[0], canary_after_s=after[0], canary_seconds=canary)],
+                            canary_before_s=before[0], canary_after_s=after[0], canary_seconds=canary,
+                            cpu_samples_s=samples.cpu_times_s)],
         rounds_planned=rounds_planned,
         planned_repeats=planned_repeats,
+        cpu_samples_s=samples.cpu_times_s,
     )
 
 

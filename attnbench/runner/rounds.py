@@ -107,8 +107,10 @@ def merge_visits(visits: list[Record]) -> Record:
     if timing is not None and rounds:
         samples = [s for r in rounds for s in r.samples_s]
         p20, median, p80 = (float(x) for x in np.percentile(np.asarray(samples, dtype=np.float64), [20, 50, 80]))
+        cpu = [s for r in rounds for s in (r.cpu_samples_s or [])]
         update["timing"] = timing.model_copy(update={
             "rounds": rounds, "samples_s": samples, "repeats": len(samples), "median_s": median, "p20_s": p20, "p80_s": p80,
+            "cpu_samples_s": cpu if len(cpu) == len(samples) else None,
         })
         if first.flops and median > 0:
             update["tflops"] = first.flops / median / 1e12

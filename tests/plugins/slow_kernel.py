@@ -2,8 +2,8 @@
 
 With ATTNBENCH_TEST_SLOW_KERNEL=naive and ATTNBENCH_TEST_SLEEP_S=0.002, every call of the
 `naive` kernel's timed closure sleeps 2 ms first. With ATTNBENCH_TEST_SLOW_FACTOR=0.25 instead,
-every call spins after its work for a quarter of the time the work took: 25% slower whatever
-the load of the machine. ATTNBENCH_TEST_SLOW_MASK=causal limits either to one mask. The
+every call spins after its work for a quarter of the CPU time the work took (the calling
+thread's, time.thread_time): 25% slower in CPU time whatever the load, at least that in wall time. ATTNBENCH_TEST_SLOW_MASK=causal limits either to one mask. The
 kernel keeps its name, so its cases keep their keys and `attnbench compare` matches them with
 a run made without the plugin.
 """
@@ -21,8 +21,8 @@ MASK_ENV = "ATTNBENCH_TEST_SLOW_MASK"
 
 
 def _spin(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
         pass
 
 
@@ -34,12 +34,12 @@ def _slowed(prepare, pause: float, factor: float, mask_name: str | None):
             return run
 
         def slow_run():
-            start = time.perf_counter()
             if pause:
                 time.sleep(pause)
+            start = time.thread_time()
             result = run()
             if factor:
-                _spin(factor * (time.perf_counter() - start))
+                _spin(factor * (time.thread_time() - start))
             return result
 
         return slow_run
