@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument("--slow-mask", default="causal")
     parser.add_argument("--factor", type=float, default=0.25)
     parser.add_argument("--no-hog", action="store_true", help="without the CPU hog")
+    parser.add_argument("--variants", default="plain,side-by-side", help=f"comma-separated, of {', '.join(VARIANTS)}")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "log.txt"
@@ -105,7 +107,9 @@ def main() -> None:
     # the plugin slows the kernel's forward call: the forward cases of that kernel and mask
     slowed = {(args.slow_kernel, args.slow_mask, "forward")}
     hog = None if args.no_hog else subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    totals = {kind: {how: {"false": 0, "caught": 0} for how in VARIANTS} for kind in ("same", "slow")}
+    variants = {how: VARIANTS[how] for how in args.variants.split(",")}
+    totals = {kind: {how: {"false": 0, "caught": 0} for how in variants} for kind in ("same", "slow")}
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the hog is killed too
     start = time.time()
     try:
         for pair in range(args.pairs):
@@ -115,7 +119,7 @@ def main() -> None:
                 base = one_run(root, args.suite, filters, {}, log)
                 current = one_run(root, args.suite, filters, env, log)
                 line = [f"pair {pair + 1:2d} {kind}:"]
-                for how, extra in VARIANTS.items():
+                for how, extra in variants.items():
                     result = compare(base, current, env, log, extra)
                     (root / f"compare-{how}.json").write_text(json.dumps(result, indent=1))
                     v = verdict(result, slowed if kind == "slow" else set())

@@ -65,7 +65,8 @@ def test_a_disturbed_round_is_left_out_and_the_rest_decide():
     usual = [1e-4] * 4
     base = _rounded(base, {c.label(): usual}, rng, 1e-4)
     plain = compare_runs(base, _rounded(make_run([Spec(c, samples=samples)]), {c.label(): usual}, rng, 1e-4))
-    assert plain.cases[0].state is State.regressed  # without the canary's word, 15 of 20 samples 100x decide
+    # without the canary's word, 15 of 20 samples 100x flag the case
+    assert plain.cases[0].state in (State.regressed, State.noisy) and plain.cases[0].change > 10
     current = _rounded(current, {c.label(): [1e-4, 3e-4, 3e-4, 3e-4]}, rng, 1e-4)
     [cc] = compare_runs(base, current).cases
     assert cc.state is State.unchanged and cc.disturbed_rounds["current"] == "3/4" and cc.current.n == 5

@@ -15,7 +15,7 @@ from tests.helpers import run_cli
 SUITE = """
 name: rounds
 defaults: {batch: 1, heads_q: 2, heads_kv: 1, head_dim: 16, dtype: float32, passes: [forward],
-           budget: {warmup_seconds: 0, measure_seconds: 0.01, min_repeats: 3, max_repeats: 3, rounds: 3}}
+           budget: {warmup_seconds: 0, measure_seconds: 0.01, min_repeats: 6, max_repeats: 6, rounds: 3}}
 sweep:
   kernels: [naive, sdpa]
   masks: [causal]
@@ -40,7 +40,7 @@ def test_each_case_is_visited_once_a_round_in_suite_order_with_its_samples_and_c
     for record in run.records:
         timing = record.timing
         assert timing.rounds_planned == 3 and [r.round for r in timing.rounds] == [0, 1, 2]
-        assert timing.samples_s == [s for r in timing.rounds for s in r.samples_s] and timing.repeats == 3
+        assert timing.samples_s == [s for r in timing.rounds for s in r.samples_s] and timing.repeats == 6
         assert all(len(r.canary_before_s) == 5 and len(r.canary_after_s) == 5 for r in timing.rounds)
         offsets = [r.offset_s for r in timing.rounds]
         assert offsets == sorted(offsets)
@@ -82,8 +82,10 @@ def _scaled_copy(run, root, factor_by_kernel: dict[str, float], tag: str):
     for record in run.records:
         f = factor_by_kernel.get(record.case.kernel, 1.0)
         timing = record.timing
-        rounds = [r.model_copy(update={"samples_s": [s * f for s in r.samples_s]}) for r in timing.rounds]
+        rounds = [r.model_copy(update={"samples_s": [s * f for s in r.samples_s],
+                                       "cpu_samples_s": [s * f for s in r.cpu_samples_s]}) for r in timing.rounds]
         timing = timing.model_copy(update={"rounds": rounds, "samples_s": [s * f for s in timing.samples_s],
+                                           "cpu_samples_s": [s * f for s in timing.cpu_samples_s],
                                            "median_s": timing.median_s * f, "p20_s": timing.p20_s * f,
                                            "p80_s": timing.p80_s * f})
         writer.append(record.model_copy(update={"timing": timing}))
@@ -91,29 +93,36 @@ def _scaled_copy(run, root, factor_by_kernel: dict[str, float], tag: str):
     return writer.dir
 
 
-def test_confirm_keeps_only_the_change_that_reproduces(tmp_path):
-    measured = load_run(run_suite(_suite(), tmp_path / "real", isolate=False))
-    # naive: the current record made 20x slower, a change the code does not have (a disturbance);
-    # sdpa: the base record made 20x faster, so the code measured now is 20x slower than the base
-    base = _scaled_copy(measured, tmp_path / "runs", {"sdpa": 0.05}, "base")
-    current = _scaled_copy(measured, tmp_path / "runs", {"naive": 20.0}, "current")
-    plain = run_cli("compare", str(base), str(current), "--format", "json")
-    assert plain.returncode == 1, plain.stderr
-    assert {c["key"]["kernel"]: c["state"] for c in json.loads(plain.stdout)["cases"]} == {
-        "naive": "regressed", "sdpa": "regressed"}
+SLOW_SDPA = {"ATTNBENCH_PLUGINS": "tests.plugins.slow_kernel", "ATTNBENCH_TEST_SLOW_KERNEL": "sdpa",
+             "ATTNBENCH_TEST_SLOW_FACTOR": "4.0"}  # sdpa's calls take 5x their CPU time
 
-    confirmed = run_cli("compare", str(base), str(current), "--format", "json", "--confirm", "--confirm-rounds", "2")
-    assert confirmed.returncode == 1, confirmed.stderr
-    result = json.loads(confirmed.stdout)
-    states = {c["key"]["kernel"]: (c["state"], c["confirm"]) for c in result["cases"]}
-    assert states["naive"][0] == "unchanged" and "did not reproduce" in states["naive"][1]
-    assert states["sdpa"][0] == "regressed" and "reproduced" in states["sdpa"][1]
-    assert result["confirmed"]["cases"] == 2 and result["confirmed"]["reproduced"] == 1
-    again = load_run(result["confirmed"]["run"])
+
+def test_confirm_keeps_only_the_change_that_reproduces(tmp_path):
+    from attnbench.compare import State, compare_runs
+    from attnbench.runner.confirm import confirm
+
+    measured = load_run(run_suite(_suite(), tmp_path / "real", isolate=False))
+    # both current records made 20x slower: a change the code does not have (a disturbance) ...
+    base = load_run(_scaled_copy(measured, tmp_path / "runs", {}, "base"))
+    current = load_run(_scaled_copy(measured, tmp_path / "runs", {"naive": 20.0, "sdpa": 20.0}, "current"))
+    cmp = compare_runs(base, current)
+    assert {c.group: c.state for c in cmp.cases} == {"naive": State.regressed, "sdpa": State.regressed}
+    # ... measured again now, by the same code: neither reproduces, and the gate passes
+    confirm(cmp, base, current, rounds=2)
+    assert {c.group: c.state for c in cmp.cases} == {"naive": State.unchanged, "sdpa": State.unchanged}
+    assert all("did not reproduce" in c.confirm for c in cmp.cases) and cmp.exit_code() == 0
+    again = load_run(cmp.confirmed["run"])
     assert all(len(r.timing.rounds) == 2 for r in again.records)  # measured now, in rounds
 
-    # the made-up slowdown alone: --confirm clears it, and the exit code follows
-    only_naive = _scaled_copy(measured, tmp_path / "runs", {}, "as-measured")
-    gate = run_cli("compare", str(only_naive), str(current), "--confirm", "--confirm-rounds", "2")
-    assert gate.returncode == 0, gate.stdout + gate.stderr
-    assert "did not reproduce" in gate.stdout
+    # the current code with sdpa really 5x slower (a plugin), the base's code path (the plugin's
+    # slowdown switched off) measured side by side: only sdpa stays regressed, exit 1
+    result = run_cli("compare", str(base.path), str(current.path), "--format", "json", "--confirm",
+                     "--confirm-rounds", "2", "--base-env", "ATTNBENCH_TEST_SLOW_FACTOR", env=SLOW_SDPA)
+    assert result.returncode == 1, result.stderr
+    data = json.loads(result.stdout)
+    states = {c["key"]["kernel"]: (c["state"], c["confirm"]) for c in data["cases"]}
+    assert states["naive"][0] == "unchanged" and "did not reproduce" in states["naive"][1]
+    assert states["sdpa"][0] == "regressed" and "reproduced" in states["sdpa"][1]
+    assert data["confirmed"]["reproduced"] == 1 and "side by side" in data["confirmed"]["how"]
+    sides = {load_run(data["confirmed"][k]).info.environment["side"]["name"] for k in ("base_run", "run")}
+    assert sides == {"base", "current"}

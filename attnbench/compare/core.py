@@ -392,9 +392,26 @@ def _compare_measured(c: CaseComparison, b: Record, r: Record, threshold: float,
             c.reason = f"{c.change:+.1%}: significant but within the {threshold:.0%} threshold"
     if c.state in (State.regressed, State.improved):
         machine = _machine_moved(kept_b, kept_c, c.canary_ratio, canary.threshold)
+        resolves = resolution(fast_b, fast_c)
+        size = c.ratio - 1.0 if c.state is State.regressed else 1.0 / c.ratio - 1.0
         if machine:
             c.reason = f"{c.reason}, but {machine}: the machine moved, not (only) the code"
             c.state = State.noisy
+        elif size < resolves:
+            c.reason = f"{c.reason}, but within the noise: these samples resolve ~{resolves:.0%}"
+            c.state = State.noisy
+
+
+def resolution(base: list[float], current: list[float]) -> float:
+    """The smallest relative change the samples that decide can tell from their own noise:
+    DETECT_FACTOR x the wider p80/p20 spread / sqrt(the smaller count). A change below it is
+    `noisy`: significant to the rank test, but no larger than what the two runs' samples
+    moved by themselves (two runs on a shared machine differ by more than one run's samples
+    vary, so the rank test alone calls such changes often)."""
+    b, c = stats_of(base), stats_of(current)
+    if b is None or c is None:
+        return math.inf
+    return DETECT_FACTOR * max(b.spread, c.spread) / math.sqrt(max(1, min(b.n, c.n)))
 
 
 def _machine_moved(kept_b, kept_c, canary_ratio: Optional[float], limit: float) -> Optional[str]:
