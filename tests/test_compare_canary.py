@@ -110,3 +110,48 @@ def test_records_without_rounds_compare_as_before():
     [cc] = compare_runs(base, current).cases
     assert cc.state is State.regressed and cc.canary_ratio is None and cc.disturbed_rounds == {}
     assert record_for("x", Spec(c, samples=[1.0])).timing.rounds is None
+
+
+def test_a_significant_change_within_what_the_samples_resolve_is_noisy():
+    # samples spread evenly over 1..3 ms: the faster halves' p80/p20 spread is 50%, with 30 of
+    # them a side they resolve ~27%; a 20% shift is significant to the rank test but no larger
+    c = case(kernel="flex", device="cpu")
+    spread = list(np.linspace(1e-3, 3e-3, 60))
+    base = make_run([Spec(c, samples=spread)])
+    [small] = compare_runs(base, make_run([Spec(c, samples=[s * 1.2 for s in spread])])).cases
+    assert small.significant and small.state is State.noisy and "resolve ~27%" in small.reason
+    [large] = compare_runs(base, make_run([Spec(c, samples=[s * 1.5 for s in spread])])).cases
+    assert large.state is State.regressed and abs(large.ratio - 1.5) < 1e-9
+
+
+def test_the_share_of_preempted_samples_does_not_decide_the_faster_half_does():
+    # a 1 ms kernel; 30% of the base's samples and 70% of the current's preempted (+10 ms)
+    rng = np.random.default_rng(4)
+    c = case(kernel="flex", device="cpu")
+
+    def samples(preempted: int):
+        clean = noisy_samples(1e-3, 60, 0.02, rng)
+        return [s + (10e-3 if i < preempted else 0.0) for i, s in enumerate(clean)]
+
+    base, current = make_run([Spec(c, samples=samples(18))]), make_run([Spec(c, samples=samples(42))])
+    [cc] = compare_runs(base, current).cases
+    assert cc.state is State.unchanged and abs(cc.ratio - 1) < 0.05
+    assert cc.current.median_s > 5 * cc.base.median_s  # what a comparison of medians would have called
+
+
+def test_one_thread_cpu_cases_compare_on_thread_cpu_time_unless_asked_for_wall_time():
+    rng = np.random.default_rng(5)
+    c = case(kernel="flex", device="cpu")
+    cpu = noisy_samples(1e-3, 20, 0.02, rng)
+
+    def run(wall_factor):
+        made = make_run([Spec(c, samples=[s * wall_factor for s in cpu])])
+        t = made.records[0].timing.model_copy(update={"cpu_samples_s": list(cpu), "threads": 1})
+        made.records[0] = made.records[0].model_copy(update={"timing": t})
+        return made
+
+    base, current = run(1.0), run(2.0)  # waited twice as long for a core, did the same work
+    [on_cpu] = compare_runs(base, current).cases
+    assert on_cpu.timer == "thread cpu" and on_cpu.state is State.unchanged
+    [on_wall] = compare_runs(base, current, cpu_time=False).cases
+    assert on_wall.timer == "wall" and on_wall.state is State.regressed
