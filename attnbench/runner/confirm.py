@@ -16,9 +16,10 @@ keeps its flag only where the change shows again, in the same direction:
 Where the base's code path can be run (`BaseCode`: a source tree whose attnbench the base
 worker imports, e.g. a `git worktree` of the base commit, and/or environment variables that
 differ, e.g. plugins), the confirm run measures it too, side by side: two worker processes,
-one per code path, each case visited by both in every round (the order alternating each
-round), so both see the same machine, and the two confirm runs are compared with each other
-(`CURRENT/confirm/<run-id>-base/` and `-current/`). Otherwise the base run's samples stand for
+one per code path and round, each case visited by both in every round (the order
+alternating each round), so both see the same machine (`CURRENT/confirm/<run-id>-base/` and
+`-current/`); a change is confirmed when every round moved the same way and the median
+round's ratio is beyond the threshold (compare.paired). Otherwise the base run's samples stand for
 the base and the current code is measured alone.
 """
 
@@ -114,18 +115,39 @@ def confirm(cmp: Comparison, base: LoadedRun, current: LoadedRun, *, rounds: int
                           normalise_drift=base_code is None, cpu_time=cmp.cpu_time)
     seconds = {c.case_id: c for c in second.cases}
     records = {r.case_id: r for r in again.records}
+    base_records = {r.case_id: r for r in reference.records}
     for c in cmp.cases:
         if c.state not in FLAGGED or c.case_id not in records:
             continue
         record, second_c = records[c.case_id], seconds.get(c.case_id)
-        if record.status is not Status.ok or second_c is None:
+        base_record = base_records.get(c.case_id)
+        if record.status is not Status.ok or second_c is None or (
+                base_code is not None and (base_record is None or base_record.status is not Status.ok)):
             c.confirm = f"--confirm could not measure it again ({record.status.value}: {record.reason})"
             continue
-        c.state, c.confirm = _verdict(c.state, c.ratio, second_c)
+        if base_code is not None:
+            c.state, c.confirm = _paired_verdict(c.state, c.ratio, base_record, record, cmp)
+        else:
+            c.state, c.confirm = _verdict(c.state, c.ratio, second_c)
         cmp.confirmed["reproduced"] += c.state in (State.regressed, State.improved)
     cmp.cases.sort(key=lambda c: (c.state.severity, -abs(math.log(c.ratio)) if c.ratio and c.ratio > 0
                                   and math.isfinite(c.ratio) else 0.0))
     return cmp
+
+
+def _paired_verdict(state: State, ratio: Optional[float], base_record, record, cmp) -> tuple[State, str]:
+    """The case's state from its side-by-side rounds (compare.paired)."""
+    from attnbench.compare.paired import confirmed_direction, paired_rounds
+
+    pairs = paired_rounds(base_record, record, cpu_time=cmp.cpu_time)
+    direction = confirmed_direction(pairs, cmp.threshold)
+    what = f"--confirm side by side: {pairs.describe()}"
+    slower = ratio is not None and ratio > 1
+    if direction == "slower" and (slower or state is State.noisy):
+        return State.regressed, f"{what}: reproduced"
+    if direction == "faster" and (not slower or state is State.noisy):
+        return State.improved, f"{what}: reproduced"
+    return State.unchanged, f"{what}: did not reproduce"
 
 
 def _verdict(state: State, ratio: Optional[float], again) -> tuple[State, str]:

@@ -7,6 +7,9 @@ environment variables changed (runner.worker.WorkerConfig). Each round visits th
 suite order; for each case both sides make their visit back to back, the first side
 alternating from round to round so that neither always runs right after the other. Each side
 writes an ordinary run directory (`<run-id>-<side>`): records, visits journal, canary.
+With `fresh_workers` (the default) every round starts a new worker process per side, so that
+the rounds are independent (compare.paired): a process's own speed (memory layout, allocator
+state) differs from the next one's by several percent on the same code.
 A case whose visit does not end ok ends there for that side (runner.rounds).
 """
 
@@ -30,7 +33,7 @@ class Side:
 
 
 def run_side_by_side(suite, out_root: Path, sides: list[Side], events=None, *, threads: Optional[int] = None,
-                     timeout: Optional[float] = None) -> list[Path]:
+                     timeout: Optional[float] = None, fresh_workers: bool = True) -> list[Path]:
     """Measure `suite`'s kernel cases with every side (see the module docstring); the run
     directories, in the order of `sides`."""
     from attnbench.measure.canary import workload_for
@@ -68,6 +71,11 @@ def run_side_by_side(suite, out_root: Path, sides: list[Side], events=None, *, t
                 opens.append({i: OpenCase(i, case) for i, case in enumerate(cases)})
             rounds = max((rounds_asked(c) for c in cases), default=1)
             for number in range(rounds):
+                if number and fresh_workers:  # a new process per side and round (compare.paired)
+                    for s, worker in enumerate(workers):
+                        worker.close()
+                        workers[s] = CaseWorker(worker.config)
+                        workers[s].start(calibration=calibration)
                 order = list(range(len(sides))) if number % 2 == 0 else list(reversed(range(len(sides))))
                 for i, case in enumerate(cases):
                     for s in order:
