@@ -155,3 +155,25 @@ def test_one_thread_cpu_cases_compare_on_thread_cpu_time_unless_asked_for_wall_t
     assert on_cpu.timer == "thread cpu" and on_cpu.state is State.unchanged
     [on_wall] = compare_runs(base, current, cpu_time=False).cases
     assert on_wall.timer == "wall" and on_wall.state is State.regressed
+
+
+def test_paired_rounds_confirm_only_a_change_every_round_shows():
+    from attnbench.compare.paired import confirmed_direction, paired_rounds
+
+    c = case(kernel="flex", device="cpu")
+    rng = np.random.default_rng(6)
+
+    def rounded(per_round: list[float]):
+        run = make_run([Spec(c, samples=[m for m in per_round for _ in range(6)])])
+        rounds = [RoundTiming(round=i, warmup=1, samples_s=noisy_samples(m, 6, 0.01, rng)) for i, m in enumerate(per_round)]
+        t = run.records[0].timing.model_copy(update={"rounds": rounds, "rounds_planned": len(rounds)})
+        return run.records[0].model_copy(update={"timing": t})
+
+    base = rounded([1e-3, 2e-3, 1e-3, 3e-3, 1e-3])  # the machine moves from round to round ...
+    slower = rounded([1.3e-3, 2.6e-3, 1.3e-3, 3.9e-3, 1.3e-3])  # ... a real +30% moves with it
+    pairs = paired_rounds(base, slower)
+    assert pairs.rounds == 5 and pairs.slower == 5 and confirmed_direction(pairs, 0.05) == "slower"
+    mixed = rounded([1.3e-3, 2.6e-3, 0.9e-3, 3.9e-3, 1.3e-3])  # one round the other way: not confirmed
+    assert confirmed_direction(paired_rounds(base, mixed), 0.05) is None
+    small = rounded([1.03e-3, 2.06e-3, 1.03e-3, 3.09e-3, 1.03e-3])  # every round, but within the threshold
+    assert confirmed_direction(paired_rounds(base, small), 0.05) is None
