@@ -391,7 +391,7 @@ def _compare_measured(c: CaseComparison, b: Record, r: Record, threshold: float,
         elif c.significant:
             c.reason = f"{c.change:+.1%}: significant but within the {threshold:.0%} threshold"
     if c.state in (State.regressed, State.improved):
-        machine = _machine_moved(kept_b, kept_c, c.canary_ratio, canary.threshold)
+        machine = _machine_moved(kept_b, kept_c, c.canary_ratio, canary.threshold, c.ratio, threshold)
         resolves = resolution(fast_b, fast_c)
         size = c.ratio - 1.0 if c.state is State.regressed else 1.0 / c.ratio - 1.0
         if machine:
@@ -414,14 +414,20 @@ def resolution(base: list[float], current: list[float]) -> float:
     return DETECT_FACTOR * max(b.spread, c.spread) / math.sqrt(max(1, min(b.n, c.n)))
 
 
-def _machine_moved(kept_b, kept_c, canary_ratio: Optional[float], limit: float) -> Optional[str]:
-    """Why the canary says this case's change cannot be believed, or None."""
+def _machine_moved(kept_b, kept_c, canary_ratio: Optional[float], limit: float, ratio: float,
+                   threshold: float) -> Optional[str]:
+    """Why the canary says this case's change cannot be believed, or None. A change larger than
+    the canary's own move by more than the threshold stands: the machine explains only its part."""
     sides = [side for side, kept in (("base", kept_b), ("current", kept_c)) if kept.all_disturbed]
+    moved = canary_ratio is not None and max(canary_ratio, 1.0 / canary_ratio) > 1.0 + limit
+    if not sides and not moved:
+        return None
+    if canary_ratio is not None and max(ratio / canary_ratio, canary_ratio / ratio) > 1.0 + threshold \
+            and (ratio > 1.0) == (ratio / canary_ratio > 1.0):
+        return None
     if sides:
         return f"every round of the {' and '.join(sides)} run's measurement was disturbed (canary)"
-    if canary_ratio is not None and max(canary_ratio, 1.0 / canary_ratio) > 1.0 + limit:
-        return f"the canary around it moved {canary_ratio - 1:+.0%} between the runs"
-    return None
+    return f"the canary around it moved {canary_ratio - 1:+.0%} between the runs"
 
 
 def compare_case(
