@@ -87,6 +87,23 @@ def verdict(result: dict, slowed: set[tuple[str, str, str]]) -> dict:
     }
 
 
+def recompare(args) -> None:
+    """The plain comparison of every stored pair under OUT, made again by this code."""
+    slowed = {(args.slow_kernel, args.slow_mask, "forward")}
+    totals = {"same": {"false": 0, "caught": 0}, "slow": {"false": 0, "caught": 0}}
+    for root in sorted(p for p in args.out.iterdir() if p.is_dir()):
+        kind = root.name.split("-", 1)[1]
+        runs = sorted(p for p in root.iterdir() if (p / "run.json").exists())
+        if len(runs) < 2:
+            continue
+        v = verdict(compare(runs[0], runs[1], {}, args.out / "recompare-log.txt", []), slowed if kind == "slow" else set())
+        totals[kind]["false"] += len(v["false"])
+        totals[kind]["caught"] += kind == "slow" and v["slowed"] > 0 and len(v["caught"]) == v["slowed"]
+        print(f"{root.name}: exit {v['exit']}, {len(v['false'])} false {v['false']}, caught {len(v['caught'])}/{v['slowed']}, "
+              f"{v['noisy']} noisy", flush=True)
+    print(json.dumps({"recompare": str(args.out), "totals": totals}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=10, help="pairs of each kind")
@@ -100,7 +117,11 @@ def main() -> None:
     parser.add_argument("--factor", type=float, default=0.25)
     parser.add_argument("--no-hog", action="store_true", help="without the CPU hog")
     parser.add_argument("--variants", default="plain,side-by-side", help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--recompare", action="store_true",
+                        help="measure nothing: compare OUT's stored pairs again (plain) with the code installed now")
     args = parser.parse_args()
+    if args.recompare:
+        return recompare(args)
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "log.txt"
     filters = ["--kernels", args.kernels, "--masks", args.masks] + (["--rounds", str(args.rounds)] if args.rounds else [])

@@ -4,7 +4,7 @@ Each round of a side-by-side measurement gives one paired observation per case: 
 the current side's estimate to the base side's in that round (the faster half's median of
 its samples, on thread CPU time where both sides have it; compare.core). A fresh worker
 process per side and round makes the rounds independent, process effects (memory layout,
-allocator state: ~10% on the same code, measured on this project's CI machine, see
+allocator state: +10% and +19% between two workers of the same code, measured on this project's machine, see
 benchmarks/compare.md) included; samples within one process are not, which is why the rank
 test over pooled samples is not used here. A change is confirmed when every round moved the
 same way (a sign test: 5 of 5 rounds happen by chance with p = 1/32 one-sided) and the
