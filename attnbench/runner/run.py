@@ -133,8 +133,9 @@ def _run_pinned(suite, cases: list, devices: list[str], out_root: Path, events: 
         from attnbench.cp import nodes
 
         leader = nodes.Leader(cp_launch)
-        leader.publish(nodes.RunPlan(run_id, [case.key_id() for case in cases], dict(ctx.matmul_tflops)))
     todo = [(i, c) for i, c in enumerate(cases) if i in started or c.key_id() not in recorded]
+    if leader is not None:  # the other nodes take part in the cases still to run (a resume: not the done ones)
+        leader.publish(nodes.RunPlan(run_id, [case.key_id() for _, case in todo], dict(ctx.matmul_tflops)))
     if events.on_start:
         events.on_start(writer.info, len(todo))
     state = "failed"
