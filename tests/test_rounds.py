@@ -109,8 +109,10 @@ def test_confirm_keeps_only_the_change_that_reproduces(tmp_path):
     assert {c.group: c.state for c in cmp.cases} == {"naive": State.regressed, "sdpa": State.regressed}
     # ... measured again now, by the same code: neither reproduces, and the gate passes
     confirm(cmp, base, current, rounds=2)
-    assert {c.group: c.state for c in cmp.cases} == {"naive": State.unchanged, "sdpa": State.unchanged}
-    assert all("did not reproduce" in c.confirm for c in cmp.cases) and cmp.exit_code() == 0
+    # (unchanged, or noisy where the machine moved while measuring again: neither fails the gate)
+    assert all(c.state in (State.unchanged, State.noisy) and c.confirm.startswith("--confirm") for c in cmp.cases)
+    assert all("did not reproduce" in c.confirm for c in cmp.cases if c.state is State.unchanged)
+    assert cmp.exit_code() == 0
     again = load_run(cmp.confirmed["run"])
     assert all(len(r.timing.rounds) == 2 for r in again.records)  # measured now, in rounds
 
