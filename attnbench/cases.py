@@ -63,6 +63,10 @@ class MaskChoice(BaseModel):
         return f"{self.name}({inner})"
 
 
+#: the most rounds a case may be split into (each costs a prepare and a warm-up)
+MAX_ROUNDS = 20
+
+
 class Budget(BaseModel):
     """How much time a case may spend.
 
@@ -70,6 +74,13 @@ class Budget(BaseModel):
     count is then clamped to [min_repeats, max_repeats]. A case predicted to need more
     than `case_seconds` is skipped, not attempted; one that runs past `timeout_seconds`
     is killed (it runs in a worker process) and recorded as `timeout`.
+
+    `rounds` splits the repeats over that many visits of the case, spread over the run:
+    the runner visits every case once per round, in suite order, so that a disturbance of
+    the machine hits one visit of a case, not all of its samples (runner.rounds). The
+    repeat count is the total over the rounds; a case never gets more rounds than repeats.
+    Context-parallel cases are always measured in one visit (their launch costs more than
+    the measurement).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -81,6 +92,7 @@ class Budget(BaseModel):
     case_seconds: float = Field(120.0, gt=0)
     #: hard limit: a case still running after this is killed and recorded as `timeout`
     timeout_seconds: float = Field(600.0, gt=0)
+    rounds: int = Field(1, ge=1, le=MAX_ROUNDS)
 
 
 class Shape(BaseModel):
@@ -142,6 +154,10 @@ class Case(BaseModel):
         if self.cp is not None:
             update["cp"] = self.cp.model_copy(update={"timeout_seconds": float(seconds)})
         return self.model_copy(update=update)
+
+    def with_rounds(self, rounds: int) -> "Case":
+        """This case split into `rounds` visits (runner.rounds; a CP case keeps one)."""
+        return self.model_copy(update={"budget": self.budget.model_copy(update={"rounds": int(rounds)})})
 
     def key(self) -> dict[str, Any]:
         """The fields that identify this case across runs (compare matches on these)."""

@@ -128,7 +128,8 @@ def test_every_state_is_produced(every_state):
     assert states[ids["removed"]] is State.removed
     assert states[ids["incomparable"]] is State.incomparable
     assert states[ids["still"]] is State.unchanged
-    assert {s.value for s in states.values()} == {s.value for s in State}
+    # noisy needs rounds with canary samples: tests/test_compare_canary.py
+    assert {s.value for s in states.values()} == {s.value for s in State} - {"noisy"}
     by_id = {c.case_id: c for c in result.cases}
     assert "CUDA out of memory" in by_id[ids["new_failure"]].reason
     assert "skipped" in by_id[ids["incomparable"]].reason
@@ -210,7 +211,7 @@ def test_markdown_and_json_escape_and_carry_everything(every_state):
     assert "| new failure |" in md and "Geometric mean" in md
     data = json.loads(to_json(result))
     assert data["counts"]["regressed"] == 1 and data["exit_code"] == 1
-    assert {c["state"] for c in data["cases"]} == {s.value for s in State}
+    assert {c["state"] for c in data["cases"]} == {s.value for s in State} - {"noisy"}  # noisy: test_compare_canary.py
     # strings from records are escaped in markdown
     rng = np.random.default_rng(0)
     evil = case("flex", "causal", 4096, note="<img src=x onerror=alert(1)>|`x`")

@@ -11,6 +11,8 @@ checks that equal code is not called a regression, not that this CPU is stable t
 which it is not. The slowed comparison uses the default threshold (5%); the planted
 slowdown (+10 ms on a ~0.5 ms forward, about 20x) is far beyond any drift, and its samples
 stay apart from the base's even when a base sample is preempted for a few milliseconds.
+The plugin sleeps, which takes no CPU time: the slowed comparison is on wall time
+(--wall-time); by default one-thread CPU cases compare on thread CPU time (README).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def test_same_code_twice_is_not_a_regression(three_runs):
 
 def test_a_slowed_kernel_is_reported_as_regressed(three_runs):
     root, (_, second, slowed) = three_runs
-    result = run_cli("compare", second, slowed, "--root", str(root), "--format", "json")
+    result = run_cli("compare", second, slowed, "--root", str(root), "--format", "json", "--wall-time")
     assert result.returncode == 1, result.stderr
     data = json.loads(result.stdout)
     assert data["threshold"] == 0.05
@@ -59,5 +61,5 @@ def test_a_slowed_kernel_is_reported_as_regressed(three_runs):
     assert all(c["state"] == "regressed" for c in naive_forward), [(c["label"], c["state"]) for c in naive_forward]
     assert all(c["ratio"] > 3 for c in naive_forward)
     assert data["geomeans"]["naive"]["ratio"] > data["geomeans"]["sdpa"]["ratio"]
-    table = run_cli("compare", second, slowed, "--root", str(root))
+    table = run_cli("compare", second, slowed, "--root", str(root), "--wall-time")
     assert table.returncode == 1 and "regressed" in table.stdout and "naive" in table.stdout

@@ -91,9 +91,13 @@ def slowed_copy(run_dir: Path, root: Path, factor: float, kernels: tuple[str, ..
         update = {"run_id": run_id}
         if r.timing is not None and r.case.kernel in kernels:
             t = r.timing
-            update["timing"] = t.model_copy(update={
-                "samples_s": [s * factor for s in t.samples_s], "median_s": t.median_s * factor,
-                "p20_s": t.p20_s * factor, "p80_s": t.p80_s * factor})
+            scaled = lambda samples: None if samples is None else [s * factor for s in samples]  # noqa: E731
+            rounds = None if t.rounds is None else [
+                e.model_copy(update={"samples_s": scaled(e.samples_s), "cpu_samples_s": scaled(e.cpu_samples_s)})
+                for e in t.rounds]
+            update["timing"] = t.model_copy(update={  # wall and CPU time (compare reads one-thread CPU cases' CPU time)
+                "samples_s": scaled(t.samples_s), "median_s": t.median_s * factor, "p20_s": t.p20_s * factor,
+                "p80_s": t.p80_s * factor, "cpu_samples_s": scaled(t.cpu_samples_s), "rounds": rounds})
             update["tflops"] = r.tflops / factor if r.tflops else None
         writer.append(r.model_copy(update=update))
     writer.finish("complete")

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from attnbench.cli.console import plain_console
 from attnbench.errors import UserError
+from attnbench.cases import MAX_ROUNDS
 from attnbench.measure.threads import MAX_THREADS
 
 app = typer.Typer(
@@ -167,6 +168,10 @@ def run_command(
         None, "--threads", min=1, max=MAX_THREADS,
         help="torch's CPU threads while measuring (default: 1 on CPU, torch's default on CUDA; or OMP_NUM_THREADS).",
     ),
+    rounds: Optional[int] = typer.Option(
+        None, "--rounds", min=1, max=MAX_ROUNDS,
+        help="Visits per case, spread over the run (overrides the suite's budget.rounds; CP cases: 1).",
+    ),
 ) -> None:
     """Run a suite and write results/<run-id>/ (records.jsonl, run.json, tables)."""
     from attnbench.cli.screens import run_with_progress
@@ -179,6 +184,9 @@ def run_command(
         if not timeout > 0:
             raise UserError(f"--timeout must be > 0 seconds (got {timeout:g})")
         loaded = loaded.model_copy(update={"cases": [case.with_timeout(timeout) for case in loaded.cases]})
+    if rounds is not None:
+        loaded = loaded.model_copy(update={"cases": [case.with_rounds(rounds) for case in loaded.cases],
+                                           "filters": {**loaded.filters, "rounds": [rounds]}})  # resume: the same
     follower = cp_launch.multi_node and cp_launch.node_rank != 0  # follows node 0, which resumes
     resume_dir = resolve_run(resume, out) if resume and not follower else None
     argv = list(sys.argv[1:])
@@ -224,11 +232,28 @@ def compare_command(
     fail_on: str = typer.Option("regression", "--fail-on", help="Exit 1 on: regression (or new failure), failure, never."),
     fmt: str = typer.Option("table", "--format", help="table, markdown or json."),
     allow_env_change: bool = typer.Option(False, "--allow-env-change", help="Compare even if device, driver, torch, triton or CUDA differ."),
+    canary_threshold: float = typer.Option(
+        0.25, "--canary-threshold",
+        help="A round whose canary is this much slower than its run's usual is disturbed; a case whose canary moved more is noisy.",
+    ),
+    normalise_drift: bool = typer.Option(False, "--normalise-drift", help="Divide the machine's drift between the runs (canary) out of the current times."),
+    wall_time: bool = typer.Option(False, "--wall-time", help="Compare one-thread CPU cases on wall time, not thread CPU time."),
+    confirm: bool = typer.Option(False, "--confirm", help="Measure the flagged cases again now (current code); keep only changes that reproduce."),
+    confirm_rounds: int = typer.Option(5, "--confirm-rounds", min=2, max=20, help="Rounds per case in the --confirm run."),
+    base_source: Optional[Path] = typer.Option(
+        None, "--base-source", help="--confirm: a checkout of the base's code (e.g. a git worktree), measured side by side.",
+    ),
+    base_env: Optional[List[str]] = typer.Option(
+        None, "--base-env", help="--confirm: NAME=VALUE (or NAME, unset) for the base's side, measured side by side.",
+    ),
 ) -> None:
     """Compare two runs case by case; exit 1 on a regression or a new failure."""
-    from attnbench.cli.regress import compare_screen
+    from attnbench.cli.regress import CompareOptions, base_code_of, compare_screen
 
-    code = compare_screen(console, base, current, root, threshold, fail_on, fmt, allow_env_change)
+    options = CompareOptions(threshold, fail_on, fmt, allow_env_change, canary_threshold, normalise_drift,
+                             confirm_rounds if confirm else None, base_code_of(confirm, base_source, base_env),
+                             cpu_time=not wall_time)
+    code = compare_screen(console, base, current, root, options)
     if code:
         raise typer.Exit(code)
 

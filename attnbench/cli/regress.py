@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -16,24 +17,62 @@ from attnbench.errors import UserError
 FORMATS = ("table", "markdown", "json")
 
 
-def compare_screen(console: Console, base: str, current: str, root: Path, threshold: float, fail_on: str,
-                   fmt: str, allow_env_change: bool) -> int:
+@dataclass(frozen=True)
+class CompareOptions:
+    threshold: float
+    fail_on: str
+    fmt: str
+    allow_env_change: bool
+    canary_threshold: float
+    normalise_drift: bool
+    confirm_rounds: Optional[int] = None  # None: no --confirm
+    base_code: object = None  # runner.confirm.BaseCode: the base's code path measured side by side
+    cpu_time: bool = True  # one-thread CPU cases on thread CPU time (compare.core CPU_TIME)
+
+
+def base_code_of(confirm: bool, source: Optional[Path], env: Optional[list[str]]):
+    """--base-source / --base-env as a runner.confirm.BaseCode (None when neither is given)."""
+    if source is None and not env:
+        return None
+    if not confirm:
+        raise UserError("--base-source and --base-env only apply with --confirm")
+    from attnbench.runner.confirm import BaseCode
+
+    if source is not None and not (Path(source) / "attnbench" / "__init__.py").is_file():
+        raise UserError(f"--base-source {source}: no attnbench package there (give the root of a checkout)")
+    variables: dict[str, Optional[str]] = {}
+    for item in env or []:
+        name, eq, value = item.partition("=")
+        if not name or not name.replace("_", "").isalnum():
+            raise UserError(f"--base-env {item!r}: use NAME=VALUE, or NAME to unset it")
+        variables[name] = value if eq else None
+    return BaseCode(str(Path(source).resolve()) if source is not None else None, variables)
+
+
+def compare_screen(console: Console, base: str, current: str, root: Path, options: CompareOptions) -> int:
     from attnbench.compare import FAIL_ON, compare_runs, nothing_to_compare
     from attnbench.compare.render import print_comparison, to_json, to_markdown
     from attnbench.results.store import load_run, resolve_run
 
+    fmt, fail_on, threshold = options.fmt, options.fail_on, options.threshold
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     if fail_on not in FAIL_ON:
         raise UserError(f"--fail-on {fail_on!r}: use one of {', '.join(FAIL_ON)}")
     if not (isinstance(threshold, float) and math.isfinite(threshold) and 0 < threshold < 10):
         raise UserError(f"--threshold {threshold}: use a fraction such as 0.05 (5%)")
+    if not (math.isfinite(options.canary_threshold) and 0 < options.canary_threshold < 10):
+        raise UserError(f"--canary-threshold {options.canary_threshold}: use a fraction such as 0.25 (25%)")
     base_run = load_run(resolve_run(base, root))
     current_run = load_run(resolve_run(current, root))
     problem = nothing_to_compare(base_run, current_run)
     if problem:
         raise UserError(problem)
-    cmp = compare_runs(base_run, current_run, threshold=threshold, allow_env_change=allow_env_change)
+    cmp = compare_runs(base_run, current_run, threshold=threshold, allow_env_change=options.allow_env_change,
+                       canary_threshold=options.canary_threshold, normalise_drift=options.normalise_drift,
+                       cpu_time=options.cpu_time)
+    if options.confirm_rounds is not None:
+        _confirm(console, cmp, base_run, current_run, options.confirm_rounds, options.base_code, quiet=fmt == "json")
     if fmt == "json":
         console.file.write(to_json(cmp, fail_on) + "\n")
     elif fmt == "markdown":
@@ -41,6 +80,28 @@ def compare_screen(console: Console, base: str, current: str, root: Path, thresh
     else:
         print_comparison(console, cmp)
     return cmp.exit_code(fail_on)
+
+
+def _confirm(console: Console, cmp, base_run, current_run, rounds: int, base_code, *, quiet: bool) -> None:
+    """--confirm: the flagged cases measured again (runner.confirm), a line per visit on stderr."""
+    import sys
+
+    from attnbench.runner.confirm import confirm, flagged_cases
+    from attnbench.runner.run import RunEvents, RunInterrupted
+
+    log = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+    count = len(flagged_cases(cmp, current_run))
+    if count:
+        log.print(Text(f"--confirm: measuring {count} flagged case(s) again, {rounds} rounds each"))
+
+    def on_visit(index, visit, record):
+        log.print(Text(f"  round {visit.round + 1}/{visit.rounds} {record.status.value} {record.case.label()}"))
+
+    try:
+        confirm(cmp, base_run, current_run, rounds=rounds, events=None if quiet else RunEvents(on_visit=on_visit),
+                base_code=base_code)
+    except RunInterrupted as stop:
+        raise UserError(f"--confirm interrupted; nothing changed in the comparison (partial run: {stop.run_dir})") from None
 
 
 def history_screen(console: Console, root: Path, db: Optional[Path], kernels, masks, seqlens, passes,

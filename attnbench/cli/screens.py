@@ -225,6 +225,8 @@ def run_with_progress(console: Console, suite, out_root: Path, cp_launch=None, *
 
         def on_plan(predicted):
             eta = state["eta"] = Eta(predicted, startup_seconds(list(suite.cases)))
+            state["visits"] = len(predicted)
+            progress.update(task, total=len(predicted))
             console.print(Text(f"  predicted: about {duration_text(eta.total_seconds())} "
                                f"(corrected as cases finish)"))
             progress.update(task, eta=f"about {duration_text(eta.remaining_seconds())} left")
@@ -233,23 +235,32 @@ def run_with_progress(console: Console, suite, out_root: Path, cp_launch=None, *
             state["case_started"] = time.monotonic()
             progress.update(task, description=case.label())
 
-        def on_record(index, record):
+        def on_visit(index, visit, record):
             seconds = time.monotonic() - state["case_started"]
             state["done"] += 1
-            state["counts"][record.status.value] += 1
             eta = state["eta"]
             left = ""
             if eta is not None:
-                eta.finished(index, seconds)
+                eta.finished((index, visit.round), seconds)
                 left = f"about {duration_text(eta.remaining_seconds())} left"
             progress.update(task, advance=1, eta=left)
             if plain:
-                console.print(Text(case_line(state["done"], state["count"], record, seconds, left)), soft_wrap=True)
+                total = state.get("visits") or state["count"]
+                console.print(Text(case_line(state["done"], total, record, seconds, left, visit)), soft_wrap=True)
+
+        def on_record(index, record):
+            state["counts"][record.status.value] += 1
+            eta = state["eta"]
+            if eta is not None:  # the rounds a case will not have (it ended early)
+                for key in [k for k in eta.predicted if k[0] == index and k not in eta.done]:
+                    eta.dropped(key)
+                    progress.update(task, advance=1)
+                    state["done"] += 1
 
         def on_notice(text):
             progress.console.print(Text(text, style="yellow"))
 
-        events = RunEvents(on_start=on_start, on_case_start=on_case_start, on_record=on_record,
+        events = RunEvents(on_start=on_start, on_case_start=on_case_start, on_record=on_record, on_visit=on_visit,
                            on_notice=on_notice, on_plan=on_plan)
         try:
             run_dir = run_suite(suite, out_root, events, cp_launch=cp_launch, isolate=isolate, resume=resume,
@@ -258,7 +269,9 @@ def run_with_progress(console: Console, suite, out_root: Path, cp_launch=None, *
             progress.stop()
             run = load_run(stop.run_dir)
             print_run(console, run)
-            console.print(Text(f"Interrupted after {len(run.records)} of {run.info.case_count} cases; "
+            short = sum(1 for r in run.records if r.timing is not None and not r.timing.complete())
+            partly = f" ({short} of them measured in fewer rounds than planned)" if short else ""
+            console.print(Text(f"Interrupted after {len(run.records)} of {run.info.case_count} cases{partly}; "
                                f"every finished case is in {stop.run_dir}"), soft_wrap=True)
             if resume_command is not None:  # one line, whatever the width: it is copied and pasted
                 console.print(Text(f"Resume with: {resume_command(stop.run_dir)}"), soft_wrap=True)
@@ -278,8 +291,9 @@ def run_with_progress(console: Console, suite, out_root: Path, cp_launch=None, *
     return run_dir
 
 
-def case_line(done: int, count: int, record, seconds: float, left: str) -> str:
-    """One finished case, for logs: `[ 12/364] ok  naive causal S=512 ...: 0.0771 TFLOPs/s in 1.2 s; about 9 min left`."""
+def case_line(done: int, count: int, record, seconds: float, left: str, visit=None) -> str:
+    """One finished visit, for logs: `[ 12/364] ok  naive causal S=512 ...: 0.0771 TFLOPs/s in 1.2 s; about 9 min left`
+    (`round 2/3` after the count when cases are measured in rounds)."""
     from attnbench.results.tables import significant
 
     width = len(str(count))
@@ -288,7 +302,9 @@ def case_line(done: int, count: int, record, seconds: float, left: str) -> str:
     else:
         what = record.reason or ""
     tail = f"; {left}" if left else ""
-    return f"[{done:>{width}}/{count}] {record.status.value:<11} {record.case.label()}: {what} in {seconds:.1f} s{tail}"
+    rounds = f" round {visit.round + 1}/{visit.rounds}" if visit is not None and visit.rounds > 1 else ""
+    return (f"[{done:>{width}}/{count}{rounds}] {record.status.value:<11} {record.case.label()}: {what} "
+            f"in {seconds:.1f} s{tail}")
 
 
 def print_run(console: Console, run) -> None:

@@ -9,6 +9,25 @@ measured in both runs the verdict needs BOTH
 - size: the median moved by more than `threshold` (current/base > 1 + threshold is a
   regression, base/current > 1 + threshold an improvement).
 
+With enough samples (twice what the rank test needs a side: 10 at alpha 0.01) the size is
+that of the *faster half* of each side's samples (`fast_half`; the test stays on all of them,
+where its p-value is exact): what a loaded machine does to a
+timing is one-sided (a preempted sample is ~10 ms slower, never faster), and on a shared
+machine the share of preempted samples swings from run to run, which moves a median (even
+from one mode of the samples to the other) without the code changing. The faster half's
+median (about the p25) moves with the code and not with that share, up to half the samples.
+
+CPU_TIME: a CPU case timed on one torch thread (the default) is compared on its samples'
+thread CPU time (measure.timing records it beside the wall time): the work's own time,
+without the ~10 ms slices it waits for a core on a shared machine, which on two loaded
+cores make a 2 ms kernel's samples 2 or 12 ms at random. Wall time where any sample lacks it
+(older records, CUDA, several threads) or with `cpu_time=False` (`--wall-time`).
+
+The canary (compare.canary) decides whether such a change is believed: rounds measured while
+the machine was disturbed are left out, and a change measured while the canary itself moved
+by more than the canary threshold is `noisy`, not `regressed` (or `improved`). The drift of
+the machine between the two runs is reported; `normalise_drift` divides it out.
+
 Everything here reads records only: no kernel, no torch.
 """
 
@@ -21,6 +40,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from attnbench.compare.canary import DEFAULT_CANARY_THRESHOLD, RunCanary, drift, kept_samples
 from attnbench.compare.environment import (
     EnvDifference,
     env_differences,
@@ -44,6 +64,7 @@ DETECT_FACTOR = 3.0
 class State(str, Enum):
     new_failure = "new_failure"  # was not failing (ok, unsupported, skipped) -> oom/error/invalid/timeout
     regressed = "regressed"  # significantly slower by more than the threshold
+    noisy = "noisy"  # would be regressed or improved, but measured while the canary was off (compare.canary)
     incomparable = "incomparable"  # environment, device or timing method differ; or no longer measured
     removed = "removed"  # only in the base run
     fixed = "fixed"  # failing -> ok
@@ -69,6 +90,8 @@ class SampleStats:
     median_s: float
     p20_s: float
     p80_s: float
+    #: what the comparison compares: the median of the faster half (all samples where few; core.fast_half)
+    estimate_s: Optional[float] = None
 
     @property
     def spread(self) -> float:
@@ -95,6 +118,14 @@ class CaseComparison:
     reason: Optional[str] = None  # why this state, in words
     noise: Optional[str] = None  # too noisy to detect the threshold: what to do
     throttled: list[str] = field(default_factory=list)  # e.g. "current: SwPowerCap"
+    #: the canary around the case's kept rounds, current over base (drift divided out where normalised)
+    canary_ratio: Optional[float] = None
+    #: rounds left out as disturbed, per side, e.g. {"base": "1/3", "current": "0/3"}
+    disturbed_rounds: dict[str, str] = field(default_factory=dict)
+    #: what `compare --confirm` measured for this case (runner.confirm), in words
+    confirm: Optional[str] = None
+    #: the clock compared: "wall" or "thread cpu" (CPU records of one thread; core.CPU_TIME)
+    timer: Optional[str] = None
 
     @property
     def change(self) -> Optional[float]:
@@ -134,6 +165,13 @@ class Comparison:
     warnings: list[str]
     geomeans: dict[str, dict[str, float]]  # group -> {ratio, cases}
     advice: list[str] = field(default_factory=list)  # what to do about noisy cases
+    canary_threshold: float = DEFAULT_CANARY_THRESHOLD
+    cpu_time: bool = True  # CPU_TIME: one-thread CPU records compared on thread CPU time
+    #: the machine's drift between the runs (compare.canary): ratio, both usual canary times,
+    #: the workload, and whether it was divided out
+    drift: dict[str, Any] = field(default_factory=dict)
+    #: `compare --confirm` (runner.confirm): the run it measured, rounds, cases re-measured
+    confirmed: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         out = {s.value: 0 for s in State}
@@ -159,6 +197,10 @@ class Comparison:
             "current": asdict(self.current),
             "threshold": self.threshold,
             "alpha": self.alpha,
+            "canary_threshold": self.canary_threshold,
+            "cpu_time": self.cpu_time,
+            "drift": self.drift,
+            "confirmed": self.confirmed,
             "allow_env_change": self.allow_env_change,
             "counts": self.counts(),
             "exit_code": self.exit_code(fail_on),
@@ -188,6 +230,15 @@ def stats_of(samples: list[float]) -> Optional[SampleStats]:
 def min_p_value(n1: int, n2: int) -> float:
     """The smallest two-sided p-value an exact Mann-Whitney U test can give for these sizes."""
     return min(1.0, 2.0 / math.comb(n1 + n2, n1))
+
+
+def fast_half(samples: list[float], alpha: float) -> list[float]:
+    """The faster half of `samples` (see the module docstring), or all of them where halving
+    would leave too few for the rank test."""
+    if len(samples) < 2 * min_samples(alpha):
+        return list(samples)
+    ordered = sorted(samples)
+    return ordered[: math.ceil(len(ordered) / 2)]
 
 
 def min_samples(alpha: float) -> int:
@@ -272,15 +323,52 @@ def _index(run: LoadedRun, warnings: list[str], side: str) -> dict[str, Record]:
 # -- one case ------------------------------------------------------------------------------
 
 
-def _compare_measured(c: CaseComparison, b: Record, r: Record, threshold: float, alpha: float) -> None:
-    bs, cs = stats_of(_samples(b)), stats_of(_samples(r))
+@dataclass(frozen=True)
+class CanaryView:
+    """How the canary enters one comparison (compare.canary): each run's usual canary time, the
+    canary threshold, and the factor the current samples are divided by (the drift, or 1)."""
+
+    base_usual_s: Optional[float] = None
+    current_usual_s: Optional[float] = None
+    threshold: float = DEFAULT_CANARY_THRESHOLD
+    scale: float = 1.0
+    cpu_time: bool = True  # compare CPU records of one thread on their thread CPU time
+
+
+def _on_cpu_time(b: Record, r: Record, kept_b, kept_c, view: CanaryView) -> bool:
+    """Whether both sides are CPU records timed on one thread with every kept sample's CPU time."""
+    return (view.cpu_time and kept_b.cpu_samples is not None and kept_c.cpu_samples is not None
+            and all(x.timing is not None and x.timing.threads == 1 and not x.case.device.startswith("cuda")
+                    for x in (b, r)))
+
+
+def _compare_measured(c: CaseComparison, b: Record, r: Record, threshold: float, alpha: float,
+                      canary: CanaryView = CanaryView()) -> None:
+    kept_b = kept_samples(b, canary.base_usual_s, canary.threshold)
+    kept_c = kept_samples(r, canary.current_usual_s, canary.threshold)
+    on_cpu = _on_cpu_time(b, r, kept_b, kept_c, canary)
+    c.timer = "thread cpu" if on_cpu else "wall"
+    base_samples = kept_b.cpu_samples if on_cpu else kept_b.samples
+    current_samples = [s / canary.scale for s in (kept_c.cpu_samples if on_cpu else kept_c.samples)]
+    for side, kept in (("base", kept_b), ("current", kept_c)):
+        if kept.rounds > 1 or kept.disturbed:
+            c.disturbed_rounds[side] = f"{kept.disturbed}/{kept.rounds}"
+    if kept_b.canary_s and kept_c.canary_s:
+        c.canary_ratio = kept_c.canary_s / kept_b.canary_s / canary.scale
+    bs, cs = stats_of(base_samples), stats_of(current_samples)
     if bs is None or cs is None:
         c.state = State.incomparable
         c.reason = f"no timing samples in the {'base' if bs is None else 'current'} record"
         return
+    # both sides halved, or neither (too few samples on one): the same statistic on both
+    halves = min(len(base_samples), len(current_samples)) >= 2 * min_samples(alpha)
+    fast_b, fast_c = (fast_half(base_samples, alpha), fast_half(current_samples, alpha)) if halves \
+        else (base_samples, current_samples)
+    bs.estimate_s, cs.estimate_s = stats_of(fast_b).median_s, stats_of(fast_c).median_s
     c.base, c.current = bs, cs
-    c.ratio = cs.median_s / bs.median_s if bs.median_s > 0 else math.inf
-    c.significant, c.p_value, c.test = significance(_samples(b), _samples(r), alpha)
+    c.ratio = cs.estimate_s / bs.estimate_s if bs.estimate_s > 0 else math.inf
+    c.significant, c.p_value, c.test = significance(base_samples, current_samples, alpha)
+    what = ("faster-half median" if halves else "median") + (" of thread CPU time" if on_cpu else "")
     c.noise = noise_advice(bs, cs, threshold)
     if c.test in ("disjoint ranges", "too few samples"):
         weak = "no significance test possible" if c.test == "too few samples" else "only disjoint ranges count"
@@ -290,10 +378,10 @@ def _compare_measured(c: CaseComparison, b: Record, r: Record, threshold: float,
     faster = c.ratio > 0 and 1.0 / c.ratio > 1.0 + threshold
     if c.significant and slower:
         c.state = State.regressed
-        c.reason = f"{c.change:+.1%} (median {bs.median_s * 1e3:.4g} -> {cs.median_s * 1e3:.4g} ms)"
+        c.reason = f"{c.change:+.1%} ({what} {bs.estimate_s * 1e3:.4g} -> {cs.estimate_s * 1e3:.4g} ms)"
     elif c.significant and faster:
         c.state = State.improved
-        c.reason = f"{c.change:+.1%} (median {bs.median_s * 1e3:.4g} -> {cs.median_s * 1e3:.4g} ms)"
+        c.reason = f"{c.change:+.1%} ({what} {bs.estimate_s * 1e3:.4g} -> {cs.estimate_s * 1e3:.4g} ms)"
     else:
         c.state = State.unchanged
         if slower or faster:
@@ -302,6 +390,44 @@ def _compare_measured(c: CaseComparison, b: Record, r: Record, threshold: float,
             )
         elif c.significant:
             c.reason = f"{c.change:+.1%}: significant but within the {threshold:.0%} threshold"
+    if c.state in (State.regressed, State.improved):
+        machine = _machine_moved(kept_b, kept_c, c.canary_ratio, canary.threshold, c.ratio, threshold)
+        resolves = resolution(fast_b, fast_c)
+        size = c.ratio - 1.0 if c.state is State.regressed else 1.0 / c.ratio - 1.0
+        if machine:
+            c.reason = f"{c.reason}, but {machine}: the machine moved, not (only) the code"
+            c.state = State.noisy
+        elif size < resolves:
+            c.reason = f"{c.reason}, but within the noise: these samples resolve ~{resolves:.0%}"
+            c.state = State.noisy
+
+
+def resolution(base: list[float], current: list[float]) -> float:
+    """The smallest relative change the samples that decide can tell from their own noise:
+    DETECT_FACTOR x the wider p80/p20 spread / sqrt(the smaller count). A change below it is
+    `noisy`: significant to the rank test, but no larger than what the two runs' samples
+    moved by themselves (two runs on a shared machine differ by more than one run's samples
+    vary, so the rank test alone calls such changes often)."""
+    b, c = stats_of(base), stats_of(current)
+    if b is None or c is None:
+        return math.inf
+    return DETECT_FACTOR * max(b.spread, c.spread) / math.sqrt(max(1, min(b.n, c.n)))
+
+
+def _machine_moved(kept_b, kept_c, canary_ratio: Optional[float], limit: float, ratio: float,
+                   threshold: float) -> Optional[str]:
+    """Why the canary says this case's change cannot be believed, or None. A change larger than
+    the canary's own move by more than the threshold stands: the machine explains only its part."""
+    sides = [side for side, kept in (("base", kept_b), ("current", kept_c)) if kept.all_disturbed]
+    moved = canary_ratio is not None and max(canary_ratio, 1.0 / canary_ratio) > 1.0 + limit
+    if not sides and not moved:
+        return None
+    if canary_ratio is not None and max(ratio / canary_ratio, canary_ratio / ratio) > 1.0 + threshold \
+            and (ratio > 1.0) == (ratio / canary_ratio > 1.0):
+        return None
+    if sides:
+        return f"every round of the {' and '.join(sides)} run's measurement was disturbed (canary)"
+    return f"the canary around it moved {canary_ratio - 1:+.0%} between the runs"
 
 
 def compare_case(
@@ -314,6 +440,7 @@ def compare_case(
     env_diffs: dict[str, list[EnvDifference]],
     allow_env_change: bool,
     run_nvml: tuple[Any, Any] = (None, None),
+    canary: CanaryView = CanaryView(),
 ) -> CaseComparison:
     either = r if r is not None else b
     assert either is not None
@@ -354,7 +481,7 @@ def compare_case(
             c.state = State.incomparable
             c.reason = f"timing method {b.timing.method} -> {r.timing.method}"
             return c
-        _compare_measured(c, b, r, threshold, alpha)
+        _compare_measured(c, b, r, threshold, alpha, canary)
     elif rst in FAILURES and bst not in FAILURES:
         c.state = State.new_failure
         c.reason = f"{bst.value} -> {rst.value}" + (f": {r.reason}" if r.reason else "")
@@ -409,7 +536,13 @@ def compare_runs(
     threshold: float = DEFAULT_THRESHOLD,
     alpha: float = DEFAULT_ALPHA,
     allow_env_change: bool = False,
+    canary_threshold: float = DEFAULT_CANARY_THRESHOLD,
+    normalise_drift: bool = False,
+    cpu_time: bool = True,
 ) -> Comparison:
+    """`canary_threshold` and `normalise_drift`: see compare.canary; `cpu_time`: see CPU_TIME."""
+    if not (0 < canary_threshold < 10):
+        raise UserError(f"--canary-threshold {canary_threshold}: use a fraction such as 0.25 (25%)")
     if not (0 < threshold < 10):
         raise UserError(f"--threshold {threshold}: use a fraction such as 0.05 (5%)")
     if not (0 < alpha < 1):
@@ -431,6 +564,8 @@ def compare_runs(
         if reasons:
             warnings.append(f"{side}: NVML reported throttling at the start of the run: {', '.join(reasons)}")
 
+    view, drift_info = _canary_view(base, current, canary_threshold, normalise_drift, warnings)
+    view = CanaryView(view.base_usual_s, view.current_usual_s, view.threshold, view.scale, cpu_time)
     b_index, c_index = _index(base, warnings, "base"), _index(current, warnings, "current")
     ids = list(dict.fromkeys([*b_index, *c_index]))
     if b_index and c_index and not set(b_index) & set(c_index):
@@ -445,6 +580,7 @@ def compare_runs(
             env_diffs=env_diffs,
             allow_env_change=allow_env_change,
             run_nvml=(b_env.get("nvml"), c_env.get("nvml")),
+            canary=view,
         )
         for case_id in ids
     ]
@@ -467,4 +603,28 @@ def compare_runs(
         warnings=warnings,
         geomeans=geometric_means(cases),
         advice=advice,
+        canary_threshold=canary_threshold,
+        cpu_time=cpu_time,
+        drift=drift_info,
     )
+
+
+def _canary_view(base: LoadedRun, current: LoadedRun, threshold: float, normalise: bool,
+                 warnings: list[str]) -> tuple[CanaryView, dict[str, Any]]:
+    """Each run's canary, the drift between them (a warning when it is over the canary
+    threshold), and the scale that divides it out when asked."""
+    b, c = RunCanary.of(base), RunCanary.of(current)
+    ratio = drift(b, c)
+    info: dict[str, Any] = {"ratio": ratio, "base_canary_s": b.median_s, "current_canary_s": c.median_s,
+                            "workload": c.workload or b.workload, "normalised": bool(normalise and ratio)}
+    if ratio is None:
+        if normalise:
+            why = "different canary workloads" if b.workload and c.workload else "no canary in one of the runs"
+            warnings.append(f"--normalise-drift: {why}; nothing divided out")
+    elif normalise:
+        warnings.append(f"machine drift {ratio - 1:+.1%} (canary) divided out of the current times")
+    elif max(ratio, 1 / ratio) > 1 + threshold:
+        warnings.append(f"the machine was {ratio - 1:+.1%} {'slower' if ratio > 1 else 'faster'} for the current run "
+                        "(canary): --normalise-drift divides it out")
+    scale = ratio if normalise and ratio else 1.0
+    return CanaryView(b.median_s, c.median_s, threshold, scale), info

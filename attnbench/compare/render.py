@@ -16,6 +16,7 @@ from attnbench.compare.core import CaseComparison, Comparison, SampleStats, Stat
 STATE_STYLE = {
     State.new_failure: "bold red",
     State.regressed: "red",
+    State.noisy: "yellow",
     State.incomparable: "magenta",
     State.removed: "yellow",
     State.fixed: "green",
@@ -27,7 +28,8 @@ STATE_STYLE = {
 
 def _ms(stats: Optional[SampleStats], status: Optional[str]) -> str:
     if stats is not None:
-        return f"{stats.median_s * 1e3:.4g} ms (n={stats.n})"
+        value = stats.estimate_s if stats.estimate_s is not None else stats.median_s
+        return f"{value * 1e3:.4g} ms (n={stats.n})"
     return status or "-"
 
 
@@ -51,7 +53,38 @@ def _notes(c: CaseComparison) -> list[str]:
         notes.append("throttled: " + ", ".join(c.throttled))
     if c.noise:
         notes.append(c.noise)
+    disturbed = [f"{side} {n}" for side, n in c.disturbed_rounds.items() if not n.startswith("0/")]
+    if disturbed:
+        notes.append("disturbed rounds left out: " + ", ".join(disturbed))
+    if c.confirm:
+        notes.append(c.confirm)
     return notes
+
+
+def timer_line(cmp: Comparison) -> str | None:
+    count = sum(1 for c in cmp.cases if c.timer == "thread cpu")
+    if not count:
+        return None
+    return (f"{count} CPU case(s) compared on thread CPU time, not wall time "
+            "(one thread: the time waiting for a core left out; --wall-time for wall time)")
+
+
+def drift_line(cmp: Comparison) -> str | None:
+    """The machine's drift between the runs, from the canary (compare.canary), in words."""
+    d = cmp.drift or {}
+    if d.get("ratio") is None:
+        return None
+    done = "divided out" if d.get("normalised") else "not divided out (--normalise-drift)"
+    return (f"machine drift (canary {d.get('workload')}): {d['ratio'] - 1:+.1%} "
+            f"({d['base_canary_s'] * 1e3:.4g} -> {d['current_canary_s'] * 1e3:.4g} ms), {done}")
+
+
+def confirm_line(cmp: Comparison) -> str | None:
+    c = cmp.confirmed or {}
+    if not c:
+        return None
+    return (f"--confirm: {c.get('cases', 0)} flagged case(s) measured again in {c.get('rounds')} rounds "
+            f"({c.get('how')}): {c.get('reproduced', 0)} reproduced" + (f"; run {c['run']}" if c.get("run") else ""))
 
 
 def summary_line(cmp: Comparison) -> str:
@@ -74,6 +107,9 @@ def print_comparison(console: Console, cmp: Comparison, *, show_unchanged: bool 
             f"threshold {cmp.threshold:.1%}, alpha {cmp.alpha:g}"
         )
     )
+    for line in (timer_line(cmp), drift_line(cmp), confirm_line(cmp)):
+        if line:
+            console.print(Text(line))
     for warning in cmp.warnings:
         console.print(Text.assemble(("warning: ", "yellow"), warning))
     for dev, diffs in cmp.env_differences.items():
@@ -128,6 +164,9 @@ def to_markdown(cmp: Comparison, *, max_rows: int = 200) -> str:
         "**" + _md(summary_line(cmp)) + "**",
         "",
     ]
+    for line in (timer_line(cmp), drift_line(cmp), confirm_line(cmp)):
+        if line:
+            lines += [_md(line), ""]
     for warning in cmp.warnings:
         lines.append(f"> ⚠️ {_md(warning)}")
     for dev, diffs in cmp.env_differences.items():

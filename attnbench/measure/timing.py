@@ -20,6 +20,11 @@ iteration, warm-up ones included, and its return value is passed to ``fn``.
 A :class:`SpotCheck` passed to :func:`time_fn` keeps what ``fn`` returned on one timed
 iteration, chosen at random once the repeat count is known, so that the caller can check
 the outputs of a timed call too: a kernel cannot tell which of its calls will be looked at.
+
+Rounds (``rounds`` > 1): the repeats planned in step 4 are the case's total over several
+visits (runner.rounds); this call times the first share (:func:`split_repeats`) and says the
+whole plan in ``Samples.planned``. A later visit passes ``iterations`` (its warm-up and its
+share of the repeats): no estimate then, the plan stays the first visit's.
 """
 
 from __future__ import annotations
@@ -45,6 +50,27 @@ ESTIMATE_ITERATIONS = 5
 FALLBACK_FLUSH_BYTES = 256 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class Iterations:
+    """Warm-up and timed iterations of one measurement."""
+
+    warmup: int
+    repeats: int
+
+
+def split_repeats(total: int, rounds: int) -> list[int]:
+    """`total` repeats over at most `rounds` visits, as evenly as can be, at least one each."""
+    rounds = max(1, min(int(rounds), int(total)))
+    share, extra = divmod(int(total), rounds)
+    return [share + (1 if i < extra else 0) for i in range(rounds)]
+
+
+def later_warmup(first_warmup: int, rounds: int) -> int:
+    """Warm-up iterations of a visit after the first: a share of the first's, at least one
+    (the machine is warm from the case before; the kernel was just prepared again)."""
+    return max(1, math.ceil(first_warmup / max(1, rounds)))
+
+
 @dataclass
 class Samples:
     """Every timed sample of one measurement, in seconds."""
@@ -52,6 +78,11 @@ class Samples:
     times_s: list[float]
     warmup: int
     method: str  # "cuda_event" or "perf_counter"
+    #: the whole plan when this was a first visit of several (repeats: the total over the rounds)
+    planned: Iterations | None = None
+    #: CPU only: the timing thread's CPU time of each sample (time.thread_time): with one torch
+    #: thread, the time the work ran, without the time it waited for a core (compare uses it)
+    cpu_times_s: list[float] | None = None
 
     def _percentile(self, q: float) -> float:
         if not self.times_s:
@@ -76,6 +107,8 @@ class Samples:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("planned")
+        d.pop("cpu_times_s")
         d["times_s"] = [float(t) for t in self.times_s]
         d.update(repeats=self.repeats, median_s=self.median_s, p20_s=self.p20_s, p80_s=self.p80_s)
         return d
@@ -164,18 +197,31 @@ def time_fn(
     flush_l2: bool = True,
     first_call: bool = True,
     spot_check: SpotCheck | None = None,
+    iterations: Iterations | None = None,
+    rounds: int = 1,
 ) -> Samples:
     """Time ``fn`` on ``device`` under ``budget`` (see the module docstring).
 
     ``first_call=False`` skips the untimed first call (compilation, lazy initialisation)
     when the caller has already run ``fn`` once, e.g. to check its accuracy.
     ``spot_check`` receives the result of one timed iteration (see :class:`SpotCheck`).
+    ``iterations`` fixes warm-up and repeats (no estimate); else they are planned from the
+    budget and, with ``rounds`` > 1, this call times the first round's share of the repeats.
     """
     dev = resolve_device(device)
     spot_check = spot_check or SpotCheck()
+
+    def plan(estimate_s: float) -> tuple[Iterations, Iterations | None]:
+        """(what this call runs, the whole plan when it is a share of one)."""
+        if iterations is not None:
+            return iterations, None
+        warmup, repeats = plan_iterations(estimate_s, budget)
+        whole = Iterations(warmup, repeats)
+        return Iterations(warmup, split_repeats(repeats, rounds)[0]), whole
+
     if dev.type == "cuda":
-        return _time_cuda(fn, dev, budget, setup, flush_l2, first_call, spot_check)
-    return _time_cpu(fn, budget, setup, first_call, spot_check)
+        return _time_cuda(fn, dev, budget, setup, flush_l2, first_call, spot_check, plan, iterations is None)
+    return _time_cpu(fn, budget, setup, first_call, spot_check, plan, iterations is None)
 
 
 def _estimate_limit(budget: Budget) -> float:
@@ -184,7 +230,7 @@ def _estimate_limit(budget: Budget) -> float:
     return 0.1 * (budget.warmup_seconds + budget.measure_seconds)
 
 
-def _time_cpu(fn, budget: Budget, setup, first_call: bool, spot_check: SpotCheck) -> Samples:
+def _time_cpu(fn, budget: Budget, setup, first_call: bool, spot_check: SpotCheck, plan, estimate: bool) -> Samples:
     def iteration():
         if setup is not None:
             fn(setup())
@@ -193,32 +239,35 @@ def _time_cpu(fn, budget: Budget, setup, first_call: bool, spot_check: SpotCheck
 
     if first_call:
         iteration()  # may compile
-    est = estimate_iteration_seconds(iteration, max_seconds=_estimate_limit(budget))
-    warmup, repeats = plan_iterations(est, budget)
+    est = estimate_iteration_seconds(iteration, max_seconds=_estimate_limit(budget)) if estimate else 0.0
+    now, planned = plan(est)
+    warmup, repeats = now.warmup, now.repeats
     for _ in range(warmup):
         iteration()
 
     times: list[float] = []
-    perf = time.perf_counter
+    cpu_times: list[float] = []
+    perf, cpu = time.perf_counter, time.thread_time
     spot_check.plan(repeats)
     for i in range(repeats):
         if setup is not None:
             arg = setup()
-            t0 = perf()
+            c0, t0 = cpu(), perf()
             result = fn(arg)
-            t1 = perf()
+            t1, c1 = perf(), cpu()
         else:
-            t0 = perf()
+            c0, t0 = cpu(), perf()
             result = fn()
-            t1 = perf()
+            t1, c1 = perf(), cpu()
         times.append(t1 - t0)
+        cpu_times.append(c1 - c0)
         spot_check.offer(i, result)
         result = None  # freed before the next iteration, as an unkept result always was
-    return Samples(times_s=times, warmup=warmup, method="perf_counter")
+    return Samples(times_s=times, warmup=warmup, method="perf_counter", planned=planned, cpu_times_s=cpu_times)
 
 
 def _time_cuda(fn, dev: torch.device, budget: Budget, setup, flush_l2: bool, first_call: bool,
-               spot_check: SpotCheck) -> Samples:
+               spot_check: SpotCheck, plan, estimate: bool) -> Samples:
     with torch.cuda.device(dev):
         cache = None
         if flush_l2:
@@ -242,8 +291,9 @@ def _time_cuda(fn, dev: torch.device, budget: Budget, setup, flush_l2: bool, fir
         if first_call:
             iteration()  # may compile
         sync()
-        est = estimate_iteration_seconds(iteration, sync=sync, max_seconds=_estimate_limit(budget))
-        warmup, repeats = plan_iterations(est, budget)
+        est = estimate_iteration_seconds(iteration, sync=sync, max_seconds=_estimate_limit(budget)) if estimate else 0.0
+        now, planned = plan(est)
+        warmup, repeats = now.warmup, now.repeats
         for _ in range(warmup):
             iteration()
 
@@ -260,4 +310,4 @@ def _time_cuda(fn, dev: torch.device, budget: Budget, setup, flush_l2: bool, fir
         sync()
         times = [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)]
         cache = None  # release the flush buffer
-    return Samples(times_s=times, warmup=warmup, method="cuda_event")
+    return Samples(times_s=times, warmup=warmup, method="cuda_event", planned=planned)

@@ -30,7 +30,7 @@ figure { margin: 12px 0 20px; } figure img { max-width: 100%; height: auto; bord
 figcaption { font-size: 0.85em; color: #57606a; }
 .masks { display: flex; flex-wrap: wrap; gap: 12px; } .masks figure { margin: 0; }
 .ok { background: #dafbe1; } .partial { background: #fff8c5; } .fail { background: #ffebe9; } .na { background: #f6f8fa; color: #6e7781; }
-.s-regressed, .s-new_failure { background: #ffebe9; } .s-improved, .s-fixed { background: #dafbe1; }
+.s-regressed, .s-new_failure { background: #ffebe9; } .s-improved, .s-fixed { background: #dafbe1; } .s-noisy { background: #fff8c5; }
 .s-incomparable { background: #fbefff; } .s-added, .s-removed { background: #fff8c5; }
 .warn { color: #9a6700; } .muted { color: #6e7781; } code { font-size: 0.92em; }
 svg.spark { vertical-align: middle; }

@@ -30,6 +30,23 @@ class Status(str, Enum):
         return self not in (Status.unsupported, Status.skipped)
 
 
+class RoundTiming(BaseModel):
+    """One visit of a case (runner.rounds): its samples and the canary around them.
+
+    The canary (measure.canary) is timed right before the visit's warm-up and right after its
+    timed loop; CP cases: before and after the launch."""
+
+    round: int  # 0-based
+    warmup: int
+    samples_s: list[float]
+    canary_before_s: list[float] = Field(default_factory=list)
+    canary_after_s: list[float] = Field(default_factory=list)
+    canary_seconds: Optional[float] = None  # wall time of the two canary probes (their cost)
+    #: CPU only: the timing thread's CPU time of each sample (measure.timing), beside samples_s
+    cpu_samples_s: Optional[list[float]] = None
+    offset_s: Optional[float] = None  # seconds from the start of the run (or of the resume) that made the visit
+
+
 class Timing(BaseModel):
     method: str  # "cuda_event" or "perf_counter"
     warmup: int
@@ -37,8 +54,20 @@ class Timing(BaseModel):
     median_s: float
     p20_s: float
     p80_s: float
-    samples_s: list[float]
+    samples_s: list[float]  # every sample, the rounds' in round order
     threads: Optional[int] = None  # torch's CPU intra-op thread count while timing (measure.threads)
+    # Rounds (additive, so the schema version is unchanged; older records have none: one visit).
+    # `samples_s` is the rounds' samples in order; a record with fewer rounds than
+    # `rounds_planned` was cut short (Ctrl-C, a failing round) and says so in `reason`.
+    rounds: Optional[list[RoundTiming]] = None
+    rounds_planned: Optional[int] = None
+    planned_repeats: Optional[int] = None  # the total over the rounds, planned by the first visit
+    #: CPU only: the timing thread's CPU time of each sample, in the order of samples_s
+    cpu_samples_s: Optional[list[float]] = None
+
+    def complete(self) -> bool:
+        """Every planned round is in."""
+        return self.rounds is None or self.rounds_planned is None or len(self.rounds) >= self.rounds_planned
 
 
 class Memory(BaseModel):
@@ -67,6 +96,15 @@ class Coverage(BaseModel):
     reason: Optional[str] = None
 
 
+class TimedCallCheck(BaseModel):
+    """One timed call of one visit, picked at random and checked against the reference."""
+
+    round: int
+    index: int  # 0-based among the visit's timed calls
+    tensors: dict[str, TensorAccuracy]
+    ok: bool
+
+
 class Accuracy(BaseModel):
     reference: str  # e.g. "float64 cpu, query chunks"
     tensors: dict[str, TensorAccuracy]  # the first call
@@ -74,6 +112,8 @@ class Accuracy(BaseModel):
     # the outputs of one timed call, picked at random (0-based index among the timed calls)
     timed_call: Optional[dict[str, TensorAccuracy]] = None
     timed_call_index: Optional[int] = None
+    # with rounds: one checked timed call per visit (the first visit's is also `timed_call`)
+    timed_calls: list["TimedCallCheck"] = Field(default_factory=list)
     coverage: Optional[Coverage] = None  # CP cases; None: every row (single-process references)
 
 
@@ -194,3 +234,6 @@ class RunInfo(BaseModel):
     status_counts: dict[str, int] = Field(default_factory=dict)
     resumed_at: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)  # worker restarts and the like
+    #: the canary's workload (measure.canary) and, once the run ends, what its samples say:
+    #: median_s, p20_s, p80_s, samples, seconds (its cost)
+    canary: dict[str, Any] = Field(default_factory=dict)

@@ -1,8 +1,10 @@
-"""Run directories: `results/<run-id>/run.json` and `records.jsonl`.
+"""Run directories: `results/<run-id>/run.json`, `records.jsonl` and `visits.jsonl`.
 
 Records are appended one line per finished case and flushed to disk at once (hyperfine
 style), so a killed run keeps every finished case. run.json is replaced atomically.
 A torn last line (a process killed mid-write) is skipped by the reader and reported.
+With rounds (runner.rounds) every visit of a case is appended to `visits.jsonl` the same
+way as it ends: the journal a resume takes unfinished cases' rounds back from.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from attnbench.results.schema import SCHEMA_VERSION, Record, RunInfo
 
 RUN_FILE = "run.json"
 RECORDS_FILE = "records.jsonl"
+VISITS_FILE = "visits.jsonl"
 
 
 def utc_now() -> str:
@@ -59,12 +62,20 @@ class RunWriter:
         self.info = info
         if resume:
             drop_torn_tail(self.dir / RECORDS_FILE)
+            drop_torn_tail(self.dir / VISITS_FILE)
         self._records = open(self.dir / RECORDS_FILE, "a", encoding="utf-8")
+        self._visits = open(self.dir / VISITS_FILE, "a", encoding="utf-8")
         self.write_info()
 
     @classmethod
-    def resume(cls, run: "LoadedRun") -> "RunWriter":
-        """Continue `run` in place: new records are appended after the finished ones."""
+    def resume(cls, run: "LoadedRun", reopen: set[str] = frozenset()) -> "RunWriter":
+        """Continue `run` in place: new records are appended after the finished ones. The
+        records of the cases in `reopen` (cut short between rounds) are taken out first:
+        their remaining rounds are run and their whole record written again."""
+        if reopen:
+            kept = [r for r in run.records if r.case_id not in reopen]
+            write_json_atomic(run.path / RECORDS_FILE, "".join(r.to_json_line() + "\n" for r in kept))
+            run = LoadedRun(run.path, run.info, kept, run.warnings, run.visits)
         info = run.info.model_copy(deep=True)
         info.state, info.ended_at = "running", None
         info.resumed_at = [*info.resumed_at, utc_now()]
@@ -82,16 +93,25 @@ class RunWriter:
         write_json_atomic(self.dir / RUN_FILE, self.info.model_dump_json(indent=2))
 
     def append(self, record: Record) -> None:
-        self._records.write(record.to_json_line() + "\n")
-        self._records.flush()
-        os.fsync(self._records.fileno())
+        _append_line(self._records, record)
         self.info.status_counts[record.status.value] = self.info.status_counts.get(record.status.value, 0) + 1
+
+    def append_visit(self, record: Record) -> None:
+        """One visit of a case (runner.rounds), journalled as soon as it ends."""
+        _append_line(self._visits, record)
 
     def finish(self, state: str) -> None:
         self.info.state = state
         self.info.ended_at = utc_now()
         self.write_info()
         self._records.close()
+        self._visits.close()
+
+
+def _append_line(handle, record: Record) -> None:
+    handle.write(record.to_json_line() + "\n")
+    handle.flush()
+    os.fsync(handle.fileno())
 
 
 def drop_torn_tail(path: Path) -> None:
@@ -110,6 +130,8 @@ class LoadedRun:
     info: RunInfo
     records: list[Record]
     warnings: list[str] = field(default_factory=list)
+    #: the visits journal (runner.rounds), read only by `load_run(..., visits=True)`
+    visits: list[Record] = field(default_factory=list)
 
 
 def _check_version(found: object, where: Path) -> None:
@@ -147,7 +169,10 @@ def read_records(path: Path) -> tuple[list[Record], list[str]]:
     return records, warnings
 
 
-def load_run(run_dir: Path) -> LoadedRun:
+def load_run(run_dir: Path, *, visits: bool = False) -> LoadedRun:
+    """A run directory's info and records; with `visits`, its visits journal too. Cases that
+    have visits in the journal but no record (a run killed between rounds) are counted in a
+    warning: `--resume` finishes them."""
     run_dir = Path(run_dir)
     info_path = run_dir / RUN_FILE
     if not info_path.exists():
@@ -163,7 +188,28 @@ def load_run(run_dir: Path) -> LoadedRun:
         first = exc.errors()[0]
         raise UserError(f"{info_path}: invalid at {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     records, warnings = read_records(run_dir / RECORDS_FILE)
-    return LoadedRun(run_dir, info, records, warnings)
+    journal, journal_warnings = read_records(run_dir / VISITS_FILE) if visits else ([], [])
+    journalled = {v.case_id for v in journal} if visits else _journalled_ids(run_dir / VISITS_FILE)
+    unrecorded = journalled - {r.case_id for r in records}
+    if unrecorded:
+        warnings.append(f"{len(unrecorded)} case(s) have rounds in {VISITS_FILE} but no record (the run was stopped "
+                        "between rounds without writing them): resume the run to finish them")
+    if visits:
+        warnings += journal_warnings
+    return LoadedRun(run_dir, info, records, warnings, journal if visits else [])
+
+
+def _journalled_ids(path: Path) -> set[str]:
+    """The case ids in a visits journal, without reading the records whole."""
+    ids: set[str] = set()
+    if not path.exists():
+        return ids
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            ids.add(str(json.loads(line)["case_id"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a torn line: the full read (resume) reports it
+    return ids
 
 
 def resolve_run(ref: str, root: Path) -> Path:

@@ -1,11 +1,15 @@
-"""Run a loaded suite: environment once, then one case at a time, one record each.
+"""Run a loaded suite: environment once, then the cases in rounds, one record each.
 
-Every record is appended to records.jsonl as soon as its case ends; run.json is
-rewritten at the start and at the end (state complete / interrupted / failed).
+Each case is visited once per round (runner.rounds; one round unless its budget asks for
+more), the suite order kept in every round, with the canary (measure.canary) timed around
+every visit. Every visit is journalled in visits.jsonl and every record appended to
+records.jsonl as soon as its case's last round ends; run.json is rewritten at the start and
+at the end (state complete / interrupted / failed).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -14,9 +18,11 @@ from attnbench import __version__
 from attnbench.cases import DTYPES
 from attnbench.cp.execute import execute_cp_case
 from attnbench.errors import UserError
-from attnbench.results.schema import Record, RunInfo, SuiteInfo
-from attnbench.results.store import RunWriter, load_run, new_run_id, utc_now
+from attnbench.measure.canary import workload_for
+from attnbench.results.schema import Record, RoundTiming, RunInfo, SuiteInfo
+from attnbench.results.store import VISITS_FILE, RunWriter, load_run, new_run_id, read_records, utc_now
 from attnbench.runner.execute import CaseContext, execute_case
+from attnbench.runner.rounds import OpenCase, canary_summary, reopened_cases, visits_in_rounds
 from attnbench.runner.worker import CaseWorker, WorkerConfig
 
 
@@ -27,9 +33,12 @@ class RunEvents:
     on_start: Callable[[RunInfo, int], None] | None = None
     on_case_start: Callable[[int, object], None] | None = None
     on_record: Callable[[int, Record], None] | None = None
+    #: after every visit of a case (runner.rounds.Visit), before its record if that was the last
+    on_visit: Callable[[int, object, Record], None] | None = None
     on_notice: Callable[[str], None] | None = None
-    #: predicted seconds of each case still to run, in order (runner.plan.planned_seconds)
-    on_plan: Callable[[list[float]], None] | None = None
+    #: predicted seconds of each visit still to make, by (case index, round): a case's
+    #: prediction (runner.plan.planned_seconds) shared by its rounds
+    on_plan: Callable[[dict[tuple[int, int], float]], None] | None = None
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -94,7 +103,7 @@ def _run_pinned(suite, cases: list, devices: list[str], out_root: Path, events: 
     from attnbench.measure.environment import capture_environment
 
     if resume is not None:
-        writer, cases = _resume(suite, Path(resume), cases)
+        writer, started, recorded = _resume(suite, Path(resume), cases)
     else:
         info = RunInfo(
             run_id=new_run_id(),
@@ -104,42 +113,61 @@ def _run_pinned(suite, cases: list, devices: list[str], out_root: Path, events: 
             started_at=utc_now(),
             case_count=len(cases),
         )
-        writer = RunWriter(out_root, info)
+        writer, started, recorded = RunWriter(out_root, info), {}, set()
     run_id = writer.info.run_id
     ctx = CaseContext(
         run_id=run_id,
         grad_inputs={case.inputs_key() for case in cases if case.pass_.needs_grad and case.check_accuracy},
         cp_launch=cp_launch,
     )
+    writer.info.canary = {"workload": workload_for(devices[0]).to_dict(), "device": devices[0]}
     workers = _Workers(writer, ctx, devices[0], events, threads.count) if isolate else None
     leader = None
     if not isolate or not any(case.cp is None for case in cases) or (cp_launch is not None and cp_launch.multi_node):
         _calibrate_here(writer, ctx, devices[0])
+    if workers is None or not any(case.cp is None for case in cases):  # no worker to time it in
+        from attnbench.measure.canary import Canary
+
+        ctx.canary = Canary(devices[0])
     if cp_launch is not None and cp_launch.multi_node:
         from attnbench.cp import nodes
 
         leader = nodes.Leader(cp_launch)
-        leader.publish(nodes.RunPlan(run_id, [case.key_id() for case in cases], dict(ctx.matmul_tflops)))
+    todo = [(i, c) for i, c in enumerate(cases) if i in started or c.key_id() not in recorded]
+    if leader is not None:  # the other nodes take part in the cases still to run (a resume: not the done ones)
+        leader.publish(nodes.RunPlan(run_id, [case.key_id() for _, case in todo], dict(ctx.matmul_tflops)))
     if events.on_start:
-        events.on_start(writer.info, len(cases))
+        events.on_start(writer.info, len(todo))
     state = "failed"
+    open_cases: dict[int, OpenCase] = {}
+    clock = time.perf_counter()
     try:
-        if events.on_plan and cases:
-            if workers is not None and not ctx.matmul_tflops:
+        if events.on_plan and todo:
+            if workers is not None and not ctx.matmul_tflops and any(c.cp is None for _, c in todo):
                 workers.start()  # its calibration feeds the predictions
-            _announce_plan(cases, ctx, cp_launch, events.on_plan)
-        for index, case in enumerate(cases):
+            _announce_plan(todo, started, ctx, cp_launch, events.on_plan)
+        for open_case, visit in visits_in_rounds(todo, started, open_cases):
+            index, case = open_case.index, open_case.case
             if events.on_case_start:
                 events.on_case_start(index, case)
+            offset = time.perf_counter() - clock
             if case.cp is not None:
-                record = execute_cp_case(case, ctx)
+                record = _cp_measured(case, ctx, workers)
             elif workers is None:
-                record = execute_case(case, ctx)
+                record = execute_case(case, ctx, visit)
             else:
-                record = workers.run(case, timeout or case.budget.timeout_seconds)
-            writer.append(record)
-            if events.on_record:
-                events.on_record(index, record)
+                record = workers.run(case, timeout or case.budget.timeout_seconds, visit)
+            record = _stamped(record, offset)
+            writer.append_visit(record)
+            open_case.visits.append(record)
+            if events.on_visit:
+                events.on_visit(index, visit, record)
+            if open_case.done:
+                del open_cases[index]
+                merged = open_case.record()
+                writer.append(merged)
+                if events.on_record:
+                    events.on_record(index, merged)
             if workers is not None and workers.interrupted:
                 raise KeyboardInterrupt
         state = "complete"
@@ -147,13 +175,45 @@ def _run_pinned(suite, cases: list, devices: list[str], out_root: Path, events: 
         state = "interrupted"
         raise RunInterrupted(writer.dir) from None
     finally:
+        for open_case in open_cases.values():  # cut short between rounds: what they have
+            if open_case.visits:
+                writer.append(open_case.record())
         if workers is not None:
             workers.close()
+        writer.info.canary.update(canary_summary(read_records(writer.dir / VISITS_FILE)[0]))
         writer.finish(state)
         from attnbench.results.tables import write_tables
 
         write_tables(writer.dir)
     return writer.dir
+
+
+def _cp_measured(case, ctx: CaseContext, workers) -> Record:
+    """A CP case, with the canary timed before and after its launch (in the worker where the
+    run has one, else here)."""
+    probe = workers.canary if workers is not None and workers.has_canary() else ctx.probe_canary
+    start = time.perf_counter()
+    before = probe()
+    spent = time.perf_counter() - start
+    record = execute_cp_case(case, ctx)
+    start = time.perf_counter()
+    after = probe()
+    spent += time.perf_counter() - start
+    timing = record.timing
+    if timing is None:
+        return record
+    entry = RoundTiming(round=0, warmup=timing.warmup, samples_s=list(timing.samples_s), canary_before_s=before,
+                        canary_after_s=after, canary_seconds=spent if before or after else None)
+    return record.model_copy(update={"timing": timing.model_copy(update={"rounds": [entry], "rounds_planned": 1})})
+
+
+def _stamped(record: Record, offset: float) -> Record:
+    """The visit's start, in seconds from the run's start, on its round entry."""
+    timing = record.timing
+    if timing is None or not timing.rounds:
+        return record
+    last = timing.rounds[-1].model_copy(update={"offset_s": round(offset, 3)})
+    return record.model_copy(update={"timing": timing.model_copy(update={"rounds": [*timing.rounds[:-1], last]})})
 
 
 def _follow(suite, cp_launch, events: RunEvents) -> None:
@@ -180,18 +240,26 @@ def _follow(suite, cp_launch, events: RunEvents) -> None:
             events.on_record(index, record)
 
 
-def _announce_plan(cases: list, ctx: CaseContext, cp_launch, on_plan) -> None:
-    """Predicted seconds of the cases, for an ETA; a case that cannot be predicted costs nothing
-    here (its own run says what is wrong with it)."""
+def _announce_plan(todo: list[tuple[int, object]], started: dict[int, OpenCase], ctx: CaseContext, cp_launch,
+                   on_plan) -> None:
+    """Predicted seconds of the visits still to make, for an ETA; a case that cannot be
+    predicted costs nothing here (its own run says what is wrong with it)."""
     from attnbench.runner.plan import PlannedCase, plan_case, planned_seconds
+    from attnbench.runner.rounds import rounds_asked
 
     plan = []
-    for case in cases:
+    for _, case in todo:
         try:
             plan.append(plan_case(case, ctx.matmul_tflops, cp_launch))
         except Exception as exc:  # noqa: BLE001 - the prediction must never stop a run
             plan.append(PlannedCase(case, "unsupported", str(exc), None))
-    on_plan(planned_seconds(plan))
+    visits = {}
+    for (index, case), seconds in zip(todo, planned_seconds(plan)):
+        begun = started.get(index)
+        rounds = begun.rounds_planned if begun is not None else rounds_asked(case)
+        for number in range(len(begun.visits) if begun is not None else 0, rounds):
+            visits[(index, number)] = seconds / rounds
+    on_plan(visits)
 
 
 def _calibrate_here(writer: RunWriter, ctx: CaseContext, device: str) -> None:
@@ -204,16 +272,20 @@ def _calibrate_here(writer: RunWriter, ctx: CaseContext, device: str) -> None:
     writer.write_info()
 
 
-def _resume(suite, run_dir: Path, cases: list) -> tuple[RunWriter, list]:
-    """Reopen a run; the cases still to do are those without a record."""
+def _resume(suite, run_dir: Path, cases: list) -> tuple[RunWriter, dict[int, OpenCase], set[str]]:
+    """Reopen a run. The cases still to do are those without a record, and those cut short
+    between rounds: their visits come back from the journal (returned by case index) and
+    only their missing rounds run."""
     from attnbench.runner.resume import resume_refusal
 
-    run = load_run(run_dir)
+    run = load_run(run_dir, visits=True)
     refusal = resume_refusal(run.info.suite, suite)
     if refusal:
         raise UserError(f"{run_dir}: {refusal}")
-    done = {record.case_id for record in run.records}
-    return RunWriter.resume(run), [case for case in cases if case.key_id() not in done]
+    started = reopened_cases(cases, run.records, run.visits)
+    reopen = {cases[i].key_id() for i in started}
+    writer = RunWriter.resume(run, reopen=reopen)
+    return writer, started, {r.case_id for r in run.records} - reopen
 
 
 class _Workers:
@@ -249,9 +321,9 @@ class _Workers:
         if self.worker is None or not self.worker.alive:
             self.worker = self._start()
 
-    def run(self, case, timeout: float):
+    def run(self, case, timeout: float, visit=None):
         self.start()
-        record, replace = self.worker.run(case, timeout)
+        record, replace = self.worker.run(case, timeout, visit)
         self.interrupted = self.interrupted or self.worker.interrupted
         if replace:
             self.worker.kill()
@@ -265,6 +337,13 @@ class _Workers:
                     f"{memory.get('allocated_bytes', 0)} bytes allocated, {memory.get('free_bytes', 0)} bytes free"
                 )
         return record
+
+    def has_canary(self) -> bool:
+        """Whether a worker is up to time the canary (a CP case does not start one)."""
+        return self.worker is not None and self.worker.alive
+
+    def canary(self) -> list[float]:
+        return self.worker.canary()
 
     def close(self) -> None:
         if self.worker is not None:

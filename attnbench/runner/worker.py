@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -40,6 +41,12 @@ class WorkerConfig:
     grad_inputs: set = field(default_factory=set)
     calibrate: bool = True
     threads: Optional[int] = None  # torch's CPU thread count (measure.threads); None: torch's default
+    canary: bool = True  # time the canary around every visit (measure.canary)
+    #: environment variables set (value) or removed (None) for this worker only, and a source
+    #: tree whose attnbench it imports instead of this one: how `compare --confirm` runs a
+    #: base's code beside the current code (runner.confirm)
+    env: dict = field(default_factory=dict)
+    source_dir: Optional[str] = None
 
 
 def _die_with_parent() -> None:
@@ -123,6 +130,10 @@ def worker_main(conn, config: WorkerConfig) -> None:
 
     calibration: dict[str, Any] = {}
     ctx = CaseContext(run_id=config.run_id, grad_inputs=config.grad_inputs, memory_watch=ParentWatch(conn))
+    if getattr(config, "canary", False):
+        from attnbench.measure.canary import Canary
+
+        ctx.canary = Canary(config.device)
     if config.calibrate:
         from attnbench.measure.device import calibrate_device
 
@@ -142,7 +153,13 @@ def worker_main(conn, config: WorkerConfig) -> None:
         if "calibration" in message:  # a replacement worker reuses the run's calibration
             ctx.matmul_tflops, ctx.peak_tflops = message["calibration"]
             continue
-        record = execute_case(Case.model_validate_json(message["case"]), ctx)
+        if "canary" in message:  # around a case that runs elsewhere (CP ranks)
+            conn.send({"canary": ctx.probe_canary()})
+            continue
+        from attnbench.runner.rounds import Visit
+
+        visit = Visit.from_dict(message["visit"]) if message.get("visit") else None
+        record = execute_case(Case.model_validate_json(message["case"]), ctx, visit)
         conn.send({"record": record.to_json_line()})
 
 
@@ -188,7 +205,8 @@ class CaseWorker:
         if calibration is not None:
             config = WorkerConfig(**{**config.__dict__, "calibrate": False})
         self.process = context.Process(target=worker_main, args=(child, config), name="attnbench-worker", daemon=True)
-        self.process.start()
+        with _child_environment(config.env, config.source_dir):
+            self.process.start()
         child.close()
         self.conn = parent
         if not parent.poll(START_TIMEOUT):
@@ -226,12 +244,18 @@ class CaseWorker:
         return self.process is not None and self.process.is_alive()
 
     # -- one case -----------------------------------------------------------------
-    def run(self, case: Case, timeout: float) -> tuple[Record, bool]:
-        """The case's record, and whether the worker must be replaced before the next case."""
+    def canary(self) -> list[float]:
+        """The canary's samples, timed in the worker now ([] where it has none)."""
+        self.conn.send({"canary": True})
+        return list(self.conn.recv()["canary"])
+
+    def run(self, case: Case, timeout: float, visit=None) -> tuple[Record, bool]:
+        """The record of the case (or of one visit of it, runner.rounds), and whether the worker
+        must be replaced before the next case."""
         started_at, start = utc_now(), time.perf_counter()
         offset = _size(self.config.stderr_path)
         oom_before = host_oom_kills()
-        self.conn.send({"case": case.model_dump_json(by_alias=True)})
+        self.conn.send({"case": case.model_dump_json(by_alias=True), "visit": visit.to_dict() if visit else None})
         watch = ProcessWatch(self.process.pid, device=case.device, gpu_uuid=self.ready.get("gpu_uuid"),
                              watched_by=ParentWatch.watched_by)
         deadline = start + timeout
@@ -273,6 +297,32 @@ class CaseWorker:
             detail=_tail(self.config.stderr_path, offset),
         )
         return record, True
+
+
+@contextmanager
+def _child_environment(env: dict, source_dir: Optional[str]):
+    """What a worker starting now inherits: `env` over this process's environment, and
+    `source_dir` first on the module path (a spawned child takes its parent's sys.path)."""
+    import sys
+
+    saved_env = {name: os.environ.get(name) for name in env}
+    saved_path = list(sys.path)
+    try:
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = str(value)
+        if source_dir is not None:
+            sys.path.insert(0, str(source_dir))
+        yield
+    finally:
+        sys.path[:] = saved_path
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _watch_step(watch: ProcessWatch, step: str) -> dict:

@@ -17,7 +17,8 @@ A suite is a YAML mapping::
       device: auto                     # auto|cpu|cuda; auto = cuda if available
       check_accuracy: true             # default true
       budget: {warmup_seconds: 0.2, measure_seconds: 1.0, min_repeats: 3,
-               max_repeats: 100, case_seconds: 300}
+               max_repeats: 100, case_seconds: 300,
+               rounds: 3}                # visits per case, spread over the run (default 1)
     sweep:                             # axes; the cases are their cartesian product
       kernels: [naive, sdpa, flex]     # required, registered kernel names
       masks:                           # required: a name, or a mapping with `name`
@@ -59,7 +60,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from attnbench.cases import Budget, MaskChoice, canonical_dtype
+from attnbench.cases import MAX_ROUNDS, Budget, MaskChoice, canonical_dtype
 from attnbench.errors import UserError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -200,6 +201,7 @@ class BudgetSpec(BaseModel):
     max_repeats: int = Field(_B["max_repeats"].default, ge=1, le=MAX_REPEATS)
     case_seconds: float = Field(_B["case_seconds"].default, gt=0)
     timeout_seconds: float = Field(_B["timeout_seconds"].default, gt=0)
+    rounds: int = Field(_B["rounds"].default, ge=1, le=MAX_ROUNDS)
 
     def to_budget(self) -> Budget:
         return Budget(**self.model_dump())
