@@ -177,3 +177,6 @@ def test_paired_rounds_confirm_only_a_change_every_round_shows():
     assert confirmed_direction(paired_rounds(base, mixed), 0.05) is None
     small = rounded([1.03e-3, 2.06e-3, 1.03e-3, 3.09e-3, 1.03e-3])  # every round, but within the threshold
     assert confirmed_direction(paired_rounds(base, small), 0.05) is None
+    # 4 of 4 rounds one way happen by chance with p = 1/16: too few rounds for a verdict
+    four = paired_rounds(rounded([1e-3, 2e-3, 1e-3, 3e-3]), rounded([1.3e-3, 2.6e-3, 1.3e-3, 3.9e-3]))
+    assert four.rounds == 4 and four.slower == 4 and confirmed_direction(four, 0.05) is None

@@ -118,8 +118,11 @@ def test_confirm_keeps_only_the_change_that_reproduces(tmp_path):
 
     # the current code with sdpa really 5x slower (a plugin), the base's code path (the plugin's
     # slowdown switched off) measured side by side: only sdpa stays regressed, exit 1
+    too_few = run_cli("compare", str(base.path), str(current.path), "--confirm", "--confirm-rounds", "2",
+                      "--base-env", "ATTNBENCH_TEST_SLOW_FACTOR", env=SLOW_SDPA)
+    assert too_few.returncode == 2 and "at least 5 rounds" in too_few.stderr, too_few.stderr  # p = 1/4: no verdict
     result = run_cli("compare", str(base.path), str(current.path), "--format", "json", "--confirm",
-                     "--confirm-rounds", "2", "--base-env", "ATTNBENCH_TEST_SLOW_FACTOR", env=SLOW_SDPA)
+                     "--confirm-rounds", "5", "--base-env", "ATTNBENCH_TEST_SLOW_FACTOR", env=SLOW_SDPA)
     assert result.returncode == 1, result.stderr
     data = json.loads(result.stdout)
     states = {c["key"]["kernel"]: (c["state"], c["confirm"]) for c in data["cases"]}

@@ -82,9 +82,13 @@ def paired_rounds(base: Record, current: Record, *, cpu_time: bool = True) -> Pa
     return PairedRounds(ratios)
 
 
+SIGN_TEST_ROUNDS = 5  # the fewest rounds whose all-one-way outcome is significant: p = 1/32 < 0.05
+
+
 def confirmed_direction(pairs: PairedRounds, threshold: float) -> Optional[str]:
-    """"slower" or "faster" where every round moved that way and the median beyond the threshold."""
-    if pairs.rounds < 2 or pairs.median is None:
+    """"slower" or "faster" where every round moved that way and the median beyond the threshold;
+    never from fewer than SIGN_TEST_ROUNDS rounds (2 of 2 happen by chance with p = 1/4)."""
+    if pairs.rounds < SIGN_TEST_ROUNDS or pairs.median is None:
         return None
     if pairs.slower == pairs.rounds and pairs.median > 1.0 + threshold:
         return "slower"

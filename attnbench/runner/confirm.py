@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from attnbench.compare.core import Comparison, State, compare_runs
+from attnbench.compare.paired import SIGN_TEST_ROUNDS
 from attnbench.errors import UserError
 from attnbench.results.schema import Status
 from attnbench.results.store import LoadedRun, load_run
@@ -88,6 +89,10 @@ def confirm(cmp: Comparison, base: LoadedRun, current: LoadedRun, *, rounds: int
 
     if not 2 <= rounds <= 20:
         raise UserError(f"--confirm-rounds {rounds}: use 2 to 20")
+    if base_code is not None and rounds < SIGN_TEST_ROUNDS:
+        raise UserError(f"--confirm-rounds {rounds}: side by side needs at least {SIGN_TEST_ROUNDS} rounds "
+                        f"(its verdict is a sign test: {SIGN_TEST_ROUNDS} of {SIGN_TEST_ROUNDS} one way by chance, "
+                        f"p = 1/{2 ** SIGN_TEST_ROUNDS})")
     cases = flagged_cases(cmp, current)
     how = (f"the current and the base code ({base_code.describe()}) side by side, now" if base_code is not None
            else "the current code now against the base run's samples, drift divided out")
