@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from attnbench.compare.core import Comparison, State, compare_runs
-from attnbench.compare.paired import SIGN_TEST_ROUNDS
+from attnbench.compare.paired import SIGN_TEST_ROUNDS, confirmed_direction, paired_rounds
 from attnbench.errors import UserError
 from attnbench.results.schema import Status
 from attnbench.results.store import LoadedRun, load_run
@@ -142,7 +142,6 @@ def confirm(cmp: Comparison, base: LoadedRun, current: LoadedRun, *, rounds: int
 
 def _paired_verdict(state: State, ratio: Optional[float], base_record, record, cmp) -> tuple[State, str]:
     """The case's state from its side-by-side rounds (compare.paired)."""
-    from attnbench.compare.paired import confirmed_direction, paired_rounds
 
     pairs = paired_rounds(base_record, record, cpu_time=cmp.cpu_time)
     direction = confirmed_direction(pairs, cmp.threshold)
