@@ -245,6 +245,59 @@ def test_ring_forward_by_hand_shows_imbalance_of_a_contiguous_causal_split():
     assert cost.imbalance == pytest.approx((flops(tri) + flops(half * half)) / cost.mean_compute_s)
 
 
+def test_ranks_sharing_cores_hand_an_idle_ranks_share_to_the_busy_ones():
+    from attnbench.advise.cores import share_cores
+
+    # 3 busy of 4 ranks on 2 cores: 2/3 of a core each until the 1 s job ends (1.5 s), then a
+    # core each: the 2 s job ends at 2.5 s, the 3 s job at 3.5 s; the idle rank takes nothing
+    assert share_cores(np.array([1.0, 2.0, 0.0, 3.0]), 2, 4).tolist() == pytest.approx([1.5, 2.5, 0.0, 3.5])
+    # steps are separate rounds; every rank busy = ranks / cores times longer; a core each = alone
+    steps = np.array([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0], [1.0, 0.0]])
+    assert share_cores(steps, 2, 4).tolist() == [[2.0, 1.0], [2.0, 0.0], [2.0, 1.0], [2.0, 0.0]]
+    assert share_cores(steps, 2, 2).tolist() == steps.tolist()  # two nodes of 2 ranks on 2 cores each
+
+
+def cpu_compute(cores: int) -> ComputeModel:
+    model = flat_compute(dense=True)
+    model.device, model.cores = "cpu", cores
+    return model
+
+
+def test_a_contiguous_causal_ring_on_shared_cores_by_hand():
+    """ring_p2p, causal, contiguous, W = 4 on 2 cores, a dense kernel (every non-empty step is
+    its whole square): rank r computes r + 1 of the 4 steps (the keys of later ranks are in
+    its future). All 4 compute step 0 (2 per core: 2 units), 3 step 1 (1.5), 2 step 2 (1),
+    1 step 3 (1): 5.5 units for the last rank, not the 8 of every rank always busy; the
+    compute-only loop (no transfers between steps) shares the cores over the rank totals
+    (1, 2, 3, 4 units end at 2, 3.5, 4.5, 5.5: the same here)."""
+    S = 1024
+    case = cp_case("ring_p2p", 4, mask="causal", seqlen=S, heads=(8, 4), dispatch="contiguous")
+    mask = build_mask("causal", S, {})
+    fast = network(intra=(1e-9, 1e15))  # transfers ~free
+    unit = 4 * 8 * 16 * (S // 4) ** 2 / RATE  # one dense step
+    p = Predictor(cpu_compute(2), fast, 4).predict(case, mask, CP_METHODS.get("ring_p2p"), alone=True)
+    assert p.passes["forward"].seconds == pytest.approx(5.5 * unit, rel=1e-4)
+    assert p.alone["forward"]["compute_s"] == pytest.approx(5.5 * unit)
+    # a core per rank: the last rank's 4 steps
+    assert Predictor(cpu_compute(4), fast, 4).predict(case, mask, CP_METHODS.get("ring_p2p")).passes[
+        "forward"].seconds == pytest.approx(4.0 * unit, rel=1e-4)
+
+
+def test_what_following_the_prediction_costs_and_when_the_run_cannot_tell():
+    from attnbench.advise.check import CheckReport, CheckRow, _groups
+
+    def row(label, measured, p20, p80, predicted):
+        return CheckRow(label=label, mask="full", world_size=4, pass_="forward", measured_s=measured,
+                        measured_p20_s=p20, measured_p80_s=p80, predicted_s=predicted, plan=(label,))
+
+    tied, = _groups([row("a", 1.0, 0.9, 1.1, 2.0), row("b", 1.05, 1.0, 1.2, 1.0)], by_pass=False)
+    apart, = _groups([row("a", 1.0, 0.9, 1.1, 2.0), row("b", 1.5, 1.2, 1.8, 1.0)], by_pass=False)
+    assert (tied.agree, tied.within_noise, tied.regret) == (False, True, pytest.approx(0.05))
+    assert (apart.agree, apart.within_noise, apart.regret) == (False, False, pytest.approx(0.5))
+    assert CheckReport.within_noise([tied, apart]) == 0.5
+    assert CheckReport.regrets([tied, apart]) == (pytest.approx(0.275), pytest.approx(0.5))
+
+
 # -- ranking --------------------------------------------------------------------------------
 def test_advise_ranks_explains_and_says_what_does_not_fit():
     q = Question(mask="causal", mask_params={}, seqlen=4096, gpus=8, gpus_per_node=4, heads_q=8, heads_kv=4,

@@ -23,8 +23,8 @@ Curves come from
   TFLOPs/s at a stated shape per pass and mask class (``full``, or ``causal`` for masks
   with diagonal slices), each figure turned into a call of that shape.
 
-On a CPU the ranks of a node share its cores: a rank's compute is priced ``ranks / cores``
-times slower when the ranks outnumber the cores (:meth:`ComputeModel.contention`).
+A curve prices a call on a device of its own; on a CPU the ranks of a node share its
+``cores`` (recorded from the kernel run's environment), which attnbench.advise.cores plays out.
 """
 
 from __future__ import annotations
@@ -150,12 +150,6 @@ class ComputeModel:
                 and self.ring_recomputes.get(kernel, False)):
             out = out + priced("forward")  # the ring backward recomputes the step's forward
         return out if out.ndim else float(out)
-
-    def contention(self, ranks_per_node: int) -> float:
-        """How much slower a rank computes when the node's ranks share fewer CPU cores."""
-        if self.device != "cpu" or not self.cores:
-            return 1.0
-        return max(1.0, ranks_per_node / self.cores)
 
 
 def _has_slice_backward(name: str) -> bool:

@@ -17,6 +17,7 @@ import numpy as np
 
 from attnbench.advise.calibrate import Calibration
 from attnbench.advise.compute import ComputeModel
+from attnbench.advise.cores import share_cores
 from attnbench.advise.memory import KernelMemory, peak_bytes
 from attnbench.advise.network import NetworkProfile
 from attnbench.advise.timeline import PassTimeline, simulate
@@ -113,28 +114,40 @@ class Predictor:
         area = np.array([[areas[group[r], list(src)].sum() for src in sources[r]] for r in range(W)], dtype=float)
         k_len = np.array([[lengths[list(src)].sum() for src in sources[r]] for r in range(W)], dtype=float)
         q_len = np.broadcast_to(lengths[group][:, None], area.shape).astype(float)
-        measured = self.network.compute_slowdown(W)
-        contention = measured if measured is not None else self.compute.contention(min(self.ranks_per_node, W))
-        if self.calibration:
-            contention *= self.calibration.compute_factor(W)
         expected = method.expected_comm(case)
         passes, peaks, alone_s = {}, [], {}
         for name in timed_passes(case):
-            steps = contention * self.compute.seconds(
+            work = self.compute.seconds(
                 case.kernel, case.dtype, name, mask, batch=case.shape.batch, heads_q=schedule.heads_q,
                 head_dim=case.shape.head_dim, area=area, q_len=q_len, k_len=k_len,
                 path="ring" if schedule.rings else "call")
-            steps = np.asarray(steps, dtype=float).reshape(area.shape)
+            work = np.asarray(work, dtype=float).reshape(area.shape)
+            steps = self._contended(work, W)
             timeline = self._simulate(schedule, name, steps, W)
             passes[name] = PassCost.of(timeline, int(expected.get(name, (0, 0))[0]))
             peaks.append(peak_bytes(case, schedule, name, ring_tokens=int(lengths[0]), q_len=q_len[0], k_len=k_len[0],
                                     kernel=KernelMemory.of(case.kernel)))
-            if alone:
-                compute_only = float(steps.sum(axis=1).max())
+            if alone:  # the worker's compute-only loop: no transfers line the ranks up between steps
+                compute_only = float(self._contended(work.sum(axis=1, keepdims=True), W).max())
                 comm_only = self._simulate(schedule, name, np.zeros_like(steps), W).seconds
                 alone_s[name] = {"compute_s": compute_only, "communication_s": comm_only}
         return CasePrediction(case=case, plan=plan.describe(), passes=passes, peak_bytes=max(peaks), alone=alone_s,
                               overlaps=bool(schedule.rings))
+
+    def _contended(self, work: np.ndarray, world: int) -> np.ndarray:
+        """Seconds of every rank's steps (``work``: each alone on its device) as the ranks of a
+        node run them together: on a CPU with more ranks than cores, the cores shared by the
+        ranks that have work at that step (attnbench.advise.cores); a slowdown netbench
+        measured with every rank busy scales that by what the core count does not explain
+        (memory bandwidth), and a calibration by what the calibration run measured."""
+        rpn = min(self.ranks_per_node, world)
+        cores = self.compute.cores if self.compute.device == "cpu" else None
+        measured = self.network.compute_slowdown(world)
+        factor = self.calibration.compute_factor(world) if self.calibration else 1.0
+        if cores and rpn > cores:
+            excess = measured / (rpn / cores) if measured is not None else 1.0
+            return factor * np.maximum(work, excess * share_cores(work, cores, rpn))
+        return factor * (measured if measured is not None else 1.0) * work
 
     def _simulate(self, schedule, pass_name: str, steps: np.ndarray, world: int) -> PassTimeline:
         rpn = self.ranks_per_node
