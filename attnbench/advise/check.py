@@ -13,7 +13,9 @@ profile given; predicted vs measured median per case, and the summary:
   them a run measures faster is the run's noise);
 - beside each group the measured margin between its two fastest methods: where it is
   inside the measurement's noise (W = 1, where every method is the same local call) no
-  model can call the winner, and the table shows it.
+  model can call the winner, and the table shows it; and what following the prediction
+  cost (the predicted fastest's measured time over the fastest's), and whether the two
+  are inside each other's measured p20-p80 range (the run cannot tell them apart).
 
 With a calibration run (``--calibrate``), the two runs' measurements are also compared with
 each other (:class:`RunAgreement`): how often the same suite, run twice on this machine,
@@ -65,6 +67,10 @@ class GroupResult:
     margin: float  # measured second-fastest / fastest - 1
     methods: int
     same_plan: bool = False  # the two are one plan under two names (usp at degree 1 and ring_p2p)
+    #: what following the prediction costs: measured time of the predicted fastest / the fastest - 1
+    regret: float = 0.0
+    #: the predicted fastest's measured p20-p80 range overlaps the fastest's: the run cannot tell them apart
+    within_noise: bool = False
 
     @property
     def agree(self) -> bool:
@@ -104,6 +110,22 @@ class CheckReport:
         if not groups:
             return None
         return sum(g.agree_plan if by_plan else g.agree for g in groups) / len(groups)
+
+    @staticmethod
+    def within_noise(groups: list[GroupResult]) -> Optional[float]:
+        """Share of groups whose predicted fastest is the measured fastest or measured inside
+        its p20-p80 range (the run does not tell the two apart)."""
+        if not groups:
+            return None
+        return sum(g.agree_plan or g.within_noise for g in groups) / len(groups)
+
+    @staticmethod
+    def regrets(groups: list[GroupResult]) -> Optional[tuple[float, float]]:
+        """(median, largest) of what following the prediction cost over the groups."""
+        if not groups:
+            return None
+        r = [0.0 if g.agree_plan else g.regret for g in groups]
+        return float(np.median(r)), float(max(r))
 
 
 @dataclass
@@ -194,13 +216,17 @@ def _groups(rows: list[CheckRow], *, by_pass: bool) -> list[GroupResult]:
         if len(complete) < 2:
             continue
         measured = {n: sum(m[p].measured_s for p in passes) for n, m in complete.items()}
+        low = {n: sum(m[p].measured_p20_s for p in passes) for n, m in complete.items()}
+        high = {n: sum(m[p].measured_p80_s for p in passes) for n, m in complete.items()}
         predicted = {n: sum(m[p].predicted_s for p in passes) for n, m in complete.items()}
         order = sorted(measured, key=measured.get)
         best = min(predicted, key=predicted.get)
         plan_of = {n: next(iter(m.values())).plan for n, m in complete.items()}
         out.append(GroupResult(mask=mask, world_size=world, pass_=pass_, measured_best=order[0], predicted_best=best,
                                margin=measured[order[1]] / measured[order[0]] - 1.0, methods=len(complete),
-                               same_plan=plan_of[order[0]] == plan_of[best]))
+                               same_plan=plan_of[order[0]] == plan_of[best],
+                               regret=measured[best] / measured[order[0]] - 1.0,
+                               within_noise=low[best] <= high[order[0]]))
     return out
 
 
@@ -208,7 +234,7 @@ def check_dict(report: CheckReport) -> dict:
     def group(g: GroupResult) -> dict:
         return {"mask": g.mask, "world_size": g.world_size, "pass": g.pass_, "measured_best": g.measured_best,
                 "predicted_best": g.predicted_best, "agree": g.agree, "agree_plan": g.agree_plan, "margin": g.margin,
-                "methods": g.methods}
+                "methods": g.methods, "regret": 0.0 if g.agree_plan else g.regret, "within_noise": g.within_noise}
 
     return {
         "run": report.run_id, "compute": report.compute_source, "network": report.network_source,
@@ -218,6 +244,8 @@ def check_dict(report: CheckReport) -> dict:
         "fastest_agreement": CheckReport.agreement(report.groups),
         "fastest_agreement_per_pass": CheckReport.agreement(report.pass_groups),
         "fastest_plan_agreement": CheckReport.agreement(report.groups, by_plan=True),
+        "fastest_within_noise": CheckReport.within_noise(report.groups),
+        "regret_median_max": CheckReport.regrets(report.groups),
         "cases": [{"label": r.label, "mask": r.mask, "world_size": r.world_size, "pass": r.pass_,
                    "measured_s": r.measured_s, "measured_p20_s": r.measured_p20_s, "measured_p80_s": r.measured_p80_s,
                    "predicted_s": r.predicted_s, "error": r.error, "measured_alone": r.measured_alone,

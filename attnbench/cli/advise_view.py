@@ -122,11 +122,13 @@ def print_check(console: Console, report) -> None:
     console.print(table)
     console.print("Fastest method per (mask, world size), forward + backward")
     groups = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for col in ("mask", "W", "measured fastest", "predicted fastest", "agree", "measured margin to 2nd"):
+    for col in ("mask", "W", "measured fastest", "predicted fastest", "agree", "measured margin to 2nd",
+                "advice costs"):
         groups.add_column(col)
     for g in report.groups:
-        agree = "yes" if g.agree else ("same plan" if g.agree_plan else "no")
-        groups.add_row(g.mask, str(g.world_size), g.measured_best, g.predicted_best, agree, f"{100 * g.margin:.0f}%")
+        agree = "yes" if g.agree else ("same plan" if g.agree_plan else ("within noise" if g.within_noise else "no"))
+        cost = "-" if g.agree_plan else f"+{100 * g.regret:.0f}%"
+        groups.add_row(g.mask, str(g.world_size), g.measured_best, g.predicted_best, agree, f"{100 * g.margin:.0f}%", cost)
     console.print(groups)
     for case, why in report.not_predicted:
         console.print(f"  not predicted: {case}: {why}")
@@ -138,6 +140,11 @@ def print_check(console: Console, report) -> None:
                   f"fastest in {_pct(CheckReport.agreement(report.groups))} of {len(report.groups)} (mask, world size) groups, "
                   f"the same plan in {_pct(CheckReport.agreement(report.groups, by_plan=True))} "
                   f"({_pct(CheckReport.agreement(report.pass_groups))} of {len(report.pass_groups)} per pass)")
+    regrets = CheckReport.regrets(report.groups)
+    if regrets:
+        console.print(f"Following the prediction: the predicted fastest is the fastest or inside its measured p20-p80 in "
+                      f"{_pct(CheckReport.within_noise(report.groups))} of the groups; it cost a median "
+                      f"{_pct(regrets[0])} (at most {_pct(regrets[1])}) over the measured fastest")
     ref = report.reference
     if ref:
         console.print(f"The same suite measured twice: run {ref.run_id} against this one: case times "
