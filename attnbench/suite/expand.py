@@ -83,9 +83,11 @@ def expand_cases(suite: Suite, *, cuda_available: bool | None = None) -> list[Ca
 def expand_cp_cases(suite: Suite, *, cuda_available: bool) -> list[Case]:
     """The cases of a context-parallel suite (`sweep.cp_methods`).
 
-    Order: for dtype, heads_kv, head_dim, CP method, mask, world size, seqlen (the global
-    length: tokens_per_rank x world size with weak scaling), pass, kernel (the local step,
-    innermost as for kernel suites).
+    Order: for dtype, heads_kv, head_dim, mask, world size, seqlen (the global length:
+    tokens_per_rank x world size with weak scaling), pass, CP method, kernel (the local
+    step). The methods of one problem are measured one after the other, as a kernel suite
+    interleaves its kernels: a load change on a shared machine shifts the methods compared
+    with each other alike, not the cases of the one method that happened to run then.
     """
     d = suite.defaults
     make = _case_maker(suite, cuda_available)
@@ -93,11 +95,13 @@ def expand_cp_cases(suite: Suite, *, cuda_available: bool) -> list[Case]:
     scaling = suite.scaling()
     timeout = {} if d.cp_timeout_seconds is None else {"timeout_seconds": float(d.cp_timeout_seconds)}
     cases: list[Case] = []
-    for dtype, heads_kv, head_dim, method, mask, world in itertools.product(
-        suite.dtypes(), suite.heads_kv(), suite.head_dims(), suite.sweep.cp_methods or [], masks, suite.sweep.world_sizes or []
+    for dtype, heads_kv, head_dim, mask, world in itertools.product(
+        suite.dtypes(), suite.heads_kv(), suite.head_dims(), masks, suite.sweep.world_sizes or []
     ):
-        cp = CPSpec(method=method.name, world_size=world, params=dict(method.params), scaling=scaling, **timeout)
-        for seqlen, pass_name, kernel in itertools.product(suite.seqlens_for(world), suite.passes(), suite.sweep.kernels):
+        for seqlen, pass_name, method, kernel in itertools.product(
+            suite.seqlens_for(world), suite.passes(), suite.sweep.cp_methods or [], suite.sweep.kernels
+        ):
+            cp = CPSpec(method=method.name, world_size=world, params=dict(method.params), scaling=scaling, **timeout)
             cases.append(
                 make(kernel=kernel, mask=mask, dtype=dtype, heads_kv=heads_kv, head_dim=head_dim, seqlen=seqlen,
                      pass_name=pass_name, cp=cp)
