@@ -283,6 +283,15 @@ def test_a_contiguous_causal_ring_on_shared_cores_by_hand():
         "forward"].seconds == pytest.approx(4.0 * unit, rel=1e-4)
 
 
+def test_a_double_ring_with_a_level_of_one_is_the_single_ring():
+    from attnbench.advise.predict import plan_identity
+
+    mask = build_mask("full", 1024, {})
+    ident = {name: plan_identity(CP_METHODS.get(name), cp_case(name, 2, **params), mask)
+             for name, params in (("ring_p2p", {}), ("loongtrain", {"ulysses_degree": 1}), ("ulysses", {}))}
+    assert ident["loongtrain"] == ident["ring_p2p"] != ident["ulysses"]
+
+
 def test_what_following_the_prediction_costs_and_when_the_run_cannot_tell():
     from attnbench.advise.check import CheckReport, CheckRow, _groups
 
@@ -496,3 +505,33 @@ def test_netbench_measures_a_gloo_world_and_writes_a_profile(tmp_path):
         assert {p.bytes for p in fit.points} == {1024, 256 * 1024}  # what one rank sent, as counted
     assert profile.measured["command"].startswith("attnbench netbench")
     assert "world size 2" in proc.stdout
+
+
+def test_netbench_on_two_nodes_measures_the_links_inside_and_across_them(tmp_path):
+    """--nnodes 2 on one machine, 2 ranks per node: groups inside a node and groups with one
+    rank per node are fitted separately ("intra", "inter"); node 0 writes the profile, node 1
+    nothing."""
+    import os
+    import subprocess
+
+    from tests.helpers import run_cli
+    from tests.test_cp_launch import _free_port_range
+
+    port = _free_port_range(5)
+    common = ["netbench", "--nnodes", "2", "--rdzv-endpoint", f"127.0.0.1:{port}", "--world-sizes", "4",
+              "--sizes", "1K,64K", "--repeats", "2", "--ops", "p2p,all_gather", "--timeout", "120"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    node1 = subprocess.Popen([sys.executable, "-m", "attnbench", *common, "--node-rank", "1", "--out",
+                              str(tmp_path / "node1.json")], env=env, cwd=ROOT, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    node0 = run_cli(*common, "--node-rank", "0", "--out", str(tmp_path / "node0.json"), timeout=300)
+    out1, err1 = node1.communicate(timeout=120)
+    assert node0.returncode == 0, node0.stdout + node0.stderr
+    assert node1.returncode == 0, out1 + err1
+    assert not (tmp_path / "node1.json").exists()
+    profile = NetworkProfile.model_validate_json((tmp_path / "node0.json").read_text())
+    [section] = profile.sections
+    assert (section.world_size, section.ranks_per_node) == (4, 2)
+    assert set(section.links) == {"intra", "inter"}
+    for link in section.links.values():
+        assert set(link) == {"p2p", "all_gather"} and all(f.bandwidth_Bps > 0 for f in link.values())

@@ -10,7 +10,7 @@ and exposed communication are outputs of that, not inputs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
@@ -80,7 +80,11 @@ def plan_identity(method, case: Case, mask) -> tuple:
     (usp at Ulysses degree 1 is ring_p2p: the model cannot tell them apart, nor can a run)."""
     plan = method.plan(case, mask)
     steps = tuple(method.step_sources(case, plan, rank) for rank in range(case.cp.world_size))
-    return (method.schedule(case, plan), plan.ring.strategy, plan.ulysses, steps)
+    schedule = method.schedule(case, plan)
+    # a ring level of one position sends nothing and adds no step: loongtrain's double ring
+    # of 2 x 1 is ring_p2p's ring of 2
+    schedule = replace(schedule, rings=tuple(r for r in schedule.rings if r.size > 1))
+    return (schedule, plan.ring.strategy, plan.ulysses, steps)
 
 
 class Predictor:
