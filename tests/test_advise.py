@@ -440,6 +440,19 @@ def test_advise_and_check_from_the_command_line(tmp_path, monkeypatch, capsys):
     assert calibrated["median_abs_error"] == pytest.approx(0.0, abs=1e-9)
     assert "compute x3.00, communication x2.00" in calibrated["calibration"]
 
+    # two runs of one suite, checked against the median of their measurements (in this process)
+    from attnbench.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["attnbench", "advise", "--check", str(cp_run.path), "--check", str(run_a.path), *common])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code in (0, None)
+    both = json.loads(capsys.readouterr().out)
+    assert [r["median_abs_error"] for r in both["runs"]] == [pytest.approx(0.0, abs=1e-9)] * 2
+    pooled_errors = {(c["label"], c["pass"]): c["error"] for c in both["cases"]}
+    assert pooled_errors[("ring_allgather", "forward")] == pytest.approx(1 / 2 - 1)  # median of 3t and t: 2t
+    assert both["run"] == f"{cp_run.info.run_id} + {run_a.info.run_id}"
+
     # README's example, as written there: shipped published profiles by default
     line = next(x for x in (ROOT / "README.md").read_text().splitlines() if x.startswith("attnbench advise --mask causal"))
     proc = run_cli(*shlex.split(line)[1:], "--json")
@@ -464,7 +477,8 @@ def test_advise_and_check_from_the_command_line(tmp_path, monkeypatch, capsys):
         (("advise", "--mask", "causal", "--seqlen", "4K", "--dtype", "fp7"), "--dtype: unknown dtype"),
         (("advise", "--mask", "causal", "--seqlen", "1000", "--gpus", "64"), "no CP method can run causal at 1000 tokens"),
         (("advise", "--mask", "causal", "--seqlen", "4K", "--calibrate", str(run_a.path)), "--calibrate goes with --check"),
-        (("advise", "--check", str(run_a.path), "--calibrate", str(run_a.path), *common), "names the run being checked"),
+        (("advise", "--check", str(run_a.path), "--calibrate", str(run_a.path), *common), "names a run being checked"),
+        (("advise", "--check", str(run_a.path), "--check", str(run_a.path), *common), "twice"),
     ]:
         monkeypatch.setattr(sys, "argv", ["attnbench", *args])
         with pytest.raises(SystemExit) as exited:

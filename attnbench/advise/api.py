@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from attnbench.advise.calibrate import calibration_from
-from attnbench.advise.check import CheckReport, check_run, run_agreement
+from attnbench.advise.check import CheckReport, check_run, pooled, run_agreement
 from attnbench.advise.compute import ComputeModel, from_figures, from_run
 from attnbench.advise.network import load_profile
 from attnbench.advise.predict import Predictor
@@ -76,26 +76,33 @@ def advise_question(*, mask: str, mask_params: dict, seqlen: int, gpus: int, gpu
     return advice
 
 
-def check(run_ref: str, *, kernel_run: Optional[str], network: Optional[str], root: Path,
+def check(run_refs, *, kernel_run: Optional[str], network: Optional[str], root: Path,
           calibrate: Optional[str] = None) -> CheckReport:
     """Predict every case of a CP run; with ``calibrate`` (another CP run on this machine),
-    scaled per world size by that run's measured / predicted compute and communication."""
+    scaled per world size by that run's measured / predicted compute and communication.
+    Several runs (of one suite): each checked, and the median of their measurements per case
+    (attnbench.advise.check.pooled)."""
+    refs = [run_refs] if isinstance(run_refs, str) else list(run_refs)
     if not kernel_run or not network:
         raise UserError("--check needs --kernel-run RUN (the CP suite's local kernel measured alone, e.g. "
                         "`attnbench run suites/cp_local.yaml`) and --network PROFILE (`attnbench netbench`) "
                         "measured on the same machine")
     compute = compute_model(kernel_run, None, root)
     profile = load_profile(network)
-    run = _cp_run(run_ref, root, profile)
+    runs = [_cp_run(ref, root, profile) for ref in refs]
+    ids = [run.info.run_id for run in runs]
+    if len(set(ids)) < len(ids):
+        raise UserError(f"--check names run {next(i for i in ids if ids.count(i) > 1)} twice")
     calibration = None
     if calibrate:
         reference = _cp_run(calibrate, root, profile)
-        if reference.info.run_id == run.info.run_id:
-            raise UserError("--calibrate names the run being checked: calibrate on another run of the suite "
+        if reference.info.run_id in ids:
+            raise UserError("--calibrate names a run being checked: calibrate on another run of the suite "
                             "(a check against its own fit says nothing)")
         fitted_on = check_run(reference, _predictors(compute, profile, None))
         calibration = calibration_from(fitted_on)
-    report = check_run(run, _predictors(compute, profile, calibration), calibration=calibration)
+    reports = [check_run(run, _predictors(compute, profile, calibration), calibration=calibration) for run in runs]
+    report = reports[0] if len(reports) == 1 else pooled(reports)
     if calibrate:
         report.reference = run_agreement(report, fitted_on)
     return report

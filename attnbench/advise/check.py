@@ -17,6 +17,9 @@ profile given; predicted vs measured median per case, and the summary:
   cost (the predicted fastest's measured time over the fastest's), and whether the two
   are inside each other's measured p20-p80 range (the run cannot tell them apart).
 
+Several runs of one suite (``--check A --check B``) are checked against the median of their
+measurements per case (:func:`pooled`), with each run's own summary beside it.
+
 With a calibration run (``--calibrate``), the two runs' measurements are also compared with
 each other (:class:`RunAgreement`): how often the same suite, run twice on this machine,
 finds the same fastest method, and how far apart its case times are: the ceiling of any
@@ -93,6 +96,7 @@ class CheckReport:
     not_predicted: list[tuple[str, str]] = field(default_factory=list)  # (case label, why)
     calibration: Optional[str] = None  # what scaled the predictions (attnbench.advise.calibrate)
     reference: Optional["RunAgreement"] = None  # the calibration run's measurements against this run's
+    runs: list["CheckReport"] = field(default_factory=list)  # pooled (:func:`pooled`): each run's own check
 
     @property
     def median_abs_error(self) -> Optional[float]:
@@ -161,6 +165,41 @@ def run_agreement(this: CheckReport, other: CheckReport) -> RunAgreement:
                         median_abs_difference=float(np.median(np.abs(ratios))) if ratios else None,
                         by_world={w: float(np.median(v)) for w, v in sorted(by_world.items())},
                         groups=len(both), same_fastest=same, same_fastest_plan=same_plan)
+
+
+def pooled(reports: list[CheckReport]) -> CheckReport:
+    """One suite measured several times, checked against the median of its runs: per case
+    (method, mask, world size, pass) measured in every run, the median over the runs of its
+    median, p20 and p80 and of its compute-only and communication-only times; the prediction
+    is the same in every run. A run's noise (a disturbed case, a coin-flip between two plans
+    within a few percent) moves one run's fastest method, less often the median's."""
+    def key(r: CheckRow) -> tuple:
+        return (r.label, r.mask, r.world_size, r.pass_)
+
+    by_run = [{key(r): r for r in report.rows} for report in reports]
+    common = [k for k in by_run[0] if all(k in rows for rows in by_run[1:])]
+    rows = []
+    for k in common:
+        seen = [rows_of[k] for rows_of in by_run]
+        alone = [r.measured_alone for r in seen]
+        measured_alone = None
+        if all(alone):
+            measured_alone = {part: float(np.median([a.get(part) or 0.0 for a in alone]))
+                              for part in ("compute_s", "communication_s")}
+        first = seen[0]
+        rows.append(CheckRow(
+            label=first.label, mask=first.mask, world_size=first.world_size, pass_=first.pass_,
+            measured_s=float(np.median([r.measured_s for r in seen])),
+            measured_p20_s=float(np.median([r.measured_p20_s for r in seen])),
+            measured_p80_s=float(np.median([r.measured_p80_s for r in seen])),
+            predicted_s=first.predicted_s, measured_alone=measured_alone, predicted_alone=first.predicted_alone,
+            overlaps=first.overlaps, plan=first.plan))
+    skipped = list(dict.fromkeys(c for report in reports for c in report.not_predicted))
+    head = reports[0]
+    return CheckReport(run_id=" + ".join(r.run_id for r in reports), compute_source=head.compute_source,
+                       network_source=head.network_source, rows=rows, groups=_groups(rows, by_pass=False),
+                       pass_groups=_groups(rows, by_pass=True), not_predicted=skipped, calibration=head.calibration,
+                       runs=list(reports))
 
 
 def check_run(run, predictor_for, *, calibration=None) -> CheckReport:
@@ -254,4 +293,8 @@ def check_dict(report: CheckReport) -> dict:
         "pass_groups": [group(g) for g in report.pass_groups],
         "not_predicted": [{"case": c, "reason": why} for c, why in report.not_predicted],
         "reference": asdict(report.reference) if report.reference else None,
+        "runs": [{"run": r.run_id, "cases": len(r.rows), "median_abs_error": r.median_abs_error,
+                  "fastest_agreement": CheckReport.agreement(r.groups),
+                  "fastest_plan_agreement": CheckReport.agreement(r.groups, by_plan=True),
+                  "fastest_within_noise": CheckReport.within_noise(r.groups)} for r in report.runs],
     }

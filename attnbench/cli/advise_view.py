@@ -101,6 +101,8 @@ def _plan(plan: dict) -> str:
 
 def print_check(console: Console, report) -> None:
     console.print(f"advise --check {report.run_id}")
+    if report.runs:
+        console.print(f"  measured: per case the median of {len(report.runs)} runs' median, p20 and p80")
     console.print(f"  compute: {report.compute_source}")
     console.print(f"  network: {report.network_source}")
     if report.calibration:
@@ -140,6 +142,11 @@ def print_check(console: Console, report) -> None:
                   f"fastest in {_pct(CheckReport.agreement(report.groups))} of {len(report.groups)} (mask, world size) groups, "
                   f"the same plan in {_pct(CheckReport.agreement(report.groups, by_plan=True))} "
                   f"({_pct(CheckReport.agreement(report.pass_groups))} of {len(report.pass_groups)} per pass)")
+    for run in report.runs:
+        console.print(f"  run {run.run_id} alone: {len(run.rows)} cases, median absolute error {_pct(run.median_abs_error)}; "
+                      f"fastest {_pct(CheckReport.agreement(run.groups))}, the same plan "
+                      f"{_pct(CheckReport.agreement(run.groups, by_plan=True))}, within noise "
+                      f"{_pct(CheckReport.within_noise(run.groups))} of {len(run.groups)} groups")
     regrets = CheckReport.regrets(report.groups)
     if regrets:
         console.print(f"Following the prediction: the predicted fastest is the fastest or inside its measured p20-p80 in "

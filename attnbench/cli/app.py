@@ -434,7 +434,9 @@ def advise_command(
     network: Optional[str] = typer.Option(
         None, "--network", help="Network profile: a file from `attnbench netbench` or a shipped name (default h100-nvlink-ib400)."),
     gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory", help="Memory per GPU, e.g. 80G (default: the figures' device)."),
-    check: Optional[str] = typer.Option(None, "--check", help="Predict every case of this CP run and compare with what it measured."),
+    check: Optional[List[str]] = typer.Option(
+        None, "--check", help="Predict every case of this CP run and compare with what it measured (repeatable: several "
+                              "runs of one suite, against the median of their measurements)."),
     calibrate: Optional[str] = typer.Option(
         None, "--calibrate", help="With --check: another CP run on this machine whose compute-only and communication-only "
                                   "times scale the predictions per world size."),
