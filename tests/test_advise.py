@@ -307,6 +307,29 @@ def test_what_following_the_prediction_costs_and_when_the_run_cannot_tell():
     assert CheckReport.regrets([tied, apart]) == (pytest.approx(0.275), pytest.approx(0.5))
 
 
+def test_runs_pooled_by_the_median_of_each_case_measured_in_all_of_them():
+    from attnbench.advise.check import CheckReport, CheckRow, _groups, pooled
+
+    def row(label, measured, predicted=1.0):
+        return CheckRow(label=label, mask="full", world_size=4, pass_="forward", measured_s=measured,
+                        measured_p20_s=0.9 * measured, measured_p80_s=1.1 * measured, predicted_s=predicted, plan=(label,))
+
+    def report(run_id, rows):
+        return CheckReport(run_id=run_id, compute_source="c", network_source="n", rows=rows,
+                           groups=_groups(rows, by_pass=False), pass_groups=[])
+
+    runs = [report("A", [row("a", 1.0), row("b", 3.0, 2.0), row("c", 9.0)]),  # b disturbed in A
+            report("B", [row("a", 2.0), row("b", 1.5, 2.0), row("c", 9.0)]),
+            report("C", [row("a", 1.2), row("b", 1.4, 2.0)])]  # c missing: not pooled
+    both = pooled(runs)
+    assert both.run_id == "A + B + C" and [r.run_id for r in both.runs] == ["A", "B", "C"]
+    measured = {r.label: (r.measured_s, r.measured_p20_s, r.measured_p80_s) for r in both.rows}
+    assert measured == {"a": pytest.approx((1.2, 1.08, 1.32)), "b": pytest.approx((1.5, 1.35, 1.65))}
+    [group] = both.groups
+    assert (group.measured_best, group.predicted_best) == ("a", "a")
+    assert [g.measured_best for r in runs for g in r.groups] == ["a", "b", "a"]  # B alone: b
+
+
 # -- ranking --------------------------------------------------------------------------------
 def test_advise_ranks_explains_and_says_what_does_not_fit():
     q = Question(mask="causal", mask_params={}, seqlen=4096, gpus=8, gpus_per_node=4, heads_q=8, heads_kv=4,
