@@ -499,6 +499,7 @@ def test_advise_and_check_from_the_command_line(tmp_path, monkeypatch, capsys):
         (("netbench", "--sizes", "4X"), "message size"),
         (("advise", "--mask", "causal", "--seqlen", "4K", "--dtype", "fp7"), "--dtype: unknown dtype"),
         (("advise", "--mask", "causal", "--seqlen", "1000", "--gpus", "64"), "no CP method can run causal at 1000 tokens"),
+        (("advise", "--mask", "causal_document", "--seqlen", "1024M"), "up to 64M tokens"),
         (("advise", "--mask", "causal", "--seqlen", "4K", "--calibrate", str(run_a.path)), "--calibrate goes with --check"),
         (("advise", "--check", str(run_a.path), "--calibrate", str(run_a.path), *common), "names a run being checked"),
         (("advise", "--check", str(run_a.path), "--check", str(run_a.path), *common), "twice"),

@@ -532,3 +532,43 @@ def test_a_hostile_local_step_never_makes_an_ok_cp_record(monkeypatch):
         out = got[kernel]
         assert out["status"] == "invalid" and out["reason"].startswith("rank ") and words in out["reason"], (kernel, out)
         assert out["accuracy"]["ok"], (kernel, out["accuracy"])  # the checked run itself was right
+
+
+def test_the_documents_split_is_its_definition_one_document_at_a_time():
+    """attnbench.cp.dispatch.documents works on every document at once; the definition (the
+    module docstring), document by document, gives the same runs."""
+    from attnbench.cp.dispatch import documents
+    from attnbench.cp.slices import merge_runs
+
+    def by_hand(seqlen, world, doc_starts):
+        n = 2 * world
+        owner = list(range(world)) + list(range(world))[::-1]
+        runs = [[] for _ in range(world)]
+        ptr = 0
+        for s, e in zip(doc_starts[:-1], doc_starts[1:]):
+            base, rem = divmod(int(e - s), n)
+            extra = [0] * world
+            for k in range(rem):
+                extra[(ptr + k) % world] += 1
+            ptr = (ptr + rem) % world
+            sizes = [base] * n
+            for r in range(world):
+                sizes[n - 1 - r] += extra[r] >= 1
+                sizes[r] += extra[r] >= 2
+            at = s
+            for p in range(n):
+                runs[owner[p]].append([at, at + sizes[p]])
+                at += sizes[p]
+        return [merge_runs(np.array(r, dtype=np.int64)) for r in runs]
+
+    rng = np.random.default_rng(0)
+    for world in (1, 2, 3, 4, 8):
+        for _ in range(5):
+            lengths = rng.integers(1, 5 * world, size=int(rng.integers(1, 40)))
+            seqlen = int(lengths.sum())
+            lengths[-1] += (-seqlen) % world  # W divides S
+            starts = np.concatenate([[0], np.cumsum(lengths)])
+            got = documents(int(starts[-1]), world, starts)
+            for mine, want in zip(got.runs, by_hand(int(starts[-1]), world, starts)):
+                assert mine.tolist() == want.tolist()
+            assert len({int(np.diff(r, axis=1).sum()) for r in got.runs}) == 1  # equal shards

@@ -15,6 +15,10 @@ from attnbench.errors import UserError
 
 DEFAULT_NETWORK = "h100-nvlink-ib400"
 DEFAULT_FIGURES = "h100-fa3"
+#: the longest sequence `advise` models: its layouts and pair areas grow with the sequence's
+#: documents (causal_document on 64 GPUs: 1M tokens 6 s, 16M 24 s and 0.5 GB, 64M 79 s and
+#: 1.0 GB here; at 1G it passed 12 GB in 10 minutes)
+MAX_SEQLEN = 1 << 26
 
 
 def compute_model(kernel_run: Optional[str], figures: Optional[str], root: Path) -> ComputeModel:
@@ -49,6 +53,9 @@ def advise_question(*, mask: str, mask_params: dict, seqlen: int, gpus: int, gpu
 
     if gpus < 1 or gpus_per_node < 1:
         raise UserError("--gpus and --gpus-per-node must be >= 1")
+    if seqlen > MAX_SEQLEN:
+        raise UserError(f"--seqlen {seqlen}: advise models sequences up to {MAX_SEQLEN >> 20}M tokens "
+                        "(its per-rank layouts and pair areas grow with the sequence)")
     if gpus % gpus_per_node and gpus > gpus_per_node:
         raise UserError(f"--gpus {gpus} is not a multiple of --gpus-per-node {gpus_per_node}")
     if heads[0] < 1 or heads[1] < 1 or heads[0] % heads[1]:

@@ -531,6 +531,10 @@ def main() -> None:
     except UserError as exc:
         _print_error(str(exc))
         sys.exit(2)
+    except MemoryError:  # a question too large for this machine (a run's cases catch their own)
+        _print_error("out of memory: the input asks for more memory than this machine has "
+                     "(a shorter sequence, fewer cases or a smaller world)")
+        sys.exit(2)
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         sys.exit(0)

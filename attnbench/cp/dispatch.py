@@ -101,25 +101,29 @@ def zigzag(seqlen: int, world: int, doc_starts=None) -> Layout:
 
 
 def documents(seqlen: int, world: int, doc_starts=None) -> Layout:
+    """Every document at once (arrays over the documents: a 1M-token sequence of short
+    documents has tens of thousands; a per-document loop cost seconds per layout there)."""
     if doc_starts is None:
         raise Unsupported("the 'documents' dispatch needs a mask with documents")
     _need(seqlen, world, "equal shards")
     n = 2 * world
-    owner = np.concatenate([np.arange(world), np.arange(world)[::-1]])  # piece p -> rank
-    runs: list[list[np.ndarray]] = [[] for _ in range(world)]
-    ptr = 0
-    for s, e in zip(doc_starts[:-1], doc_starts[1:]):
-        length = int(e - s)
-        base, rem = divmod(length, n)
-        extra = np.bincount((ptr + np.arange(rem)) % world, minlength=world)  # 0, 1 or 2 per rank
-        ptr = (ptr + rem) % world
-        sizes = np.full(n, base, dtype=np.int64)
-        sizes[world:] += (extra >= 1)[::-1]  # first extra token: the rank's back piece
-        sizes[:world] += extra >= 2  # second: its front piece
-        edges = s + np.concatenate([[0], np.cumsum(sizes)])
-        for p in range(n):
-            runs[owner[p]].append(edges[p:p + 2])
-    return Layout("documents", seqlen, tuple(merge_runs(np.array(r)) for r in runs))
+    bounds = np.asarray(doc_starts, dtype=np.int64)
+    base, rem = np.divmod(np.diff(bounds), n)
+    # the round-robin pointer at each document's start; its remainder tokens k = 0..rem-1 go
+    # to rank (ptr + k) % world: rank r gets those k = offset, offset + world, ... below rem
+    ptr = np.concatenate([[0], np.cumsum(rem)[:-1]]) % world
+    offset = (np.arange(world)[None, :] - ptr[:, None]) % world
+    extra = np.where(offset < rem[:, None], (rem[:, None] - 1 - offset) // world + 1, 0)  # 0, 1 or 2
+    sizes = np.repeat(base[:, None], n, axis=1)
+    sizes[:, world:] += (extra >= 1)[:, ::-1]  # first extra token: the rank's back piece
+    sizes[:, :world] += extra >= 2  # second: its front piece
+    edges = bounds[:-1, None] + np.concatenate([np.zeros((len(base), 1), dtype=np.int64), np.cumsum(sizes, axis=1)], axis=1)
+    runs = []
+    for r in range(world):  # rank r: piece r (front) and piece 2W-1-r (back) of every document
+        front = np.stack([edges[:, r], edges[:, r + 1]], axis=1)
+        back = np.stack([edges[:, n - 1 - r], edges[:, n - r]], axis=1)
+        runs.append(merge_runs(np.stack([front, back], axis=1).reshape(-1, 2)))
+    return Layout("documents", seqlen, tuple(runs))
 
 
 STRATEGIES: dict[str, Callable[..., Layout]] = {

@@ -50,6 +50,9 @@ def _slowed(prepare, pause: float, factor: float, mask_name: str | None):
 _name = os.environ.get(KERNEL_ENV)
 _pause = float(os.environ.get(SLEEP_ENV, "0") or 0)
 _factor = float(os.environ.get(FACTOR_ENV, "0") or 0)
-if _name and (_pause > 0 or _factor > 0):
+if _name:
+    # wrapped even with no slowdown asked: a side by side with the slowdown switched off on one
+    # side (compare --confirm --base-env) then differs only in the slowdown, not in when the
+    # kernel was made or what wraps it
     _kernel = KERNELS.get(_name)  # the registry's one instance of that kernel
     _kernel.prepare = _slowed(_kernel.prepare, _pause, _factor, os.environ.get(MASK_ENV) or None)
