@@ -71,6 +71,7 @@ class GroupResult:
     methods: int
     same_plan: bool = False  # the two are one plan under two names (usp at degree 1 and ring_p2p)
     #: what following the prediction costs: measured time of the predicted fastest / the fastest - 1
+    #: (0 where the two are one plan: the model gives them one time)
     regret: float = 0.0
     #: the predicted fastest's measured p20-p80 range overlaps the fastest's: the run cannot tell them apart
     within_noise: bool = False
@@ -128,7 +129,7 @@ class CheckReport:
         """(median, largest) of what following the prediction cost over the groups."""
         if not groups:
             return None
-        r = [0.0 if g.agree_plan else g.regret for g in groups]
+        r = [g.regret for g in groups]
         return float(np.median(r)), float(max(r))
 
 
@@ -261,10 +262,11 @@ def _groups(rows: list[CheckRow], *, by_pass: bool) -> list[GroupResult]:
         order = sorted(measured, key=measured.get)
         best = min(predicted, key=predicted.get)
         plan_of = {n: next(iter(m.values())).plan for n, m in complete.items()}
+        same_plan = plan_of[order[0]] == plan_of[best]
         out.append(GroupResult(mask=mask, world_size=world, pass_=pass_, measured_best=order[0], predicted_best=best,
                                margin=measured[order[1]] / measured[order[0]] - 1.0, methods=len(complete),
-                               same_plan=plan_of[order[0]] == plan_of[best],
-                               regret=measured[best] / measured[order[0]] - 1.0,
+                               same_plan=same_plan,
+                               regret=0.0 if same_plan else measured[best] / measured[order[0]] - 1.0,
                                within_noise=low[best] <= high[order[0]]))
     return out
 
@@ -273,7 +275,7 @@ def check_dict(report: CheckReport) -> dict:
     def group(g: GroupResult) -> dict:
         return {"mask": g.mask, "world_size": g.world_size, "pass": g.pass_, "measured_best": g.measured_best,
                 "predicted_best": g.predicted_best, "agree": g.agree, "agree_plan": g.agree_plan, "margin": g.margin,
-                "methods": g.methods, "regret": 0.0 if g.agree_plan else g.regret, "within_noise": g.within_noise}
+                "methods": g.methods, "regret": g.regret, "within_noise": g.within_noise}
 
     return {
         "run": report.run_id, "compute": report.compute_source, "network": report.network_source,
